@@ -1,0 +1,19 @@
+# Reproduces the papers enabled in params/config.yaml. Rules live in workflow/rules/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/pruninginfersim.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/dvc.smk"
+
+
+rule all:
+    input:
+        f"reports/{PROFILE}/index.md",
+    default_target: True

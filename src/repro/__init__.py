@@ -1,0 +1,1 @@
+"""Reproductions of ten ML papers as one Snakemake workflow (see README.md)."""

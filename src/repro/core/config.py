@@ -1,0 +1,85 @@
+"""Params files: loading, validation against the JSON schemas, section selection and hashing."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
+PROFILES = ("smoke", "mini", "paper")
+
+
+class ParamsError(ValueError):
+    """A params file that does not match its schema; the message names the file and the key."""
+
+
+def load_yaml(path: Path | str) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def _key_path(parts: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in parts) or "<top level>"
+
+
+def check(data: dict, schema: dict, source: str, prefix: tuple = ()) -> None:
+    """Validate `data` against a JSON schema; raise ParamsError naming `source` and the failing key."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        where = _key_path(prefix + tuple(err.absolute_path))
+        raise ParamsError(f"{source}: key '{where}': {err.message}")
+
+
+def validate_config(config: dict, source: str = "params/config.yaml") -> None:
+    check(config, load_yaml(SCHEMA_DIR / "config.schema.yaml"), source)
+
+
+def validate_paper(params: dict, paper: str, source: str | None = None) -> None:
+    """A paper file has a section per profile (checked by the paper's own schema) and `claims`."""
+    source = source or f"params/{paper}.yaml"
+    check(params, load_yaml(SCHEMA_DIR / "paper.schema.yaml"), source)
+    section_schema = load_yaml(SCHEMA_DIR / f"{paper}.schema.yaml")
+    for profile in PROFILES:
+        check(params[profile], section_schema, source, prefix=(profile,))
+
+
+def load_paper(paper: str, path: Path | str | None = None) -> dict:
+    path = Path(path) if path else REPO_ROOT / "params" / f"{paper}.yaml"
+    params = load_yaml(path)
+    validate_paper(params, paper, str(path))
+    return params
+
+
+def select(section: dict, names: Iterable[str]) -> dict:
+    """The sub-sections a job reads; a missing one is a params error, not a KeyError mid-run."""
+    missing = [n for n in names if n not in section]
+    if missing:
+        raise ParamsError(f"params section lacks {missing}; it has {sorted(section)}")
+    return {n: section[n] for n in names}
+
+
+def params_hash(obj: Any) -> str:
+    """Stable across key order and runs: sha256 of canonical JSON, first 12 hex digits."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def parent_hash(section: dict, seed: int) -> str:
+    """Identity of a paper's whole run at one profile: the MLflow parent run groups jobs by it."""
+    return params_hash({"section": section, "seed": seed})

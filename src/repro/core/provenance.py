@@ -1,0 +1,65 @@
+"""metrics.json = {"metrics": ..., "provenance": ...}: every number carries where it came from."""
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from repro.core.config import REPO_ROOT
+from repro.core.io import atomic_write_json, sha256_path
+
+TRACKED_PACKAGES = ("torch", "transformers", "snakemake", "mlflow", "datasets", "accelerate")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> dict:
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit or "unknown", "git_dirty": bool(status) if status is not None else None}
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def provenance(*, paper: str, stage: str, profile: str, params_hash: str, seed: int, threads: int,
+               wall_s: float, inputs: dict[str, Path]) -> dict:
+    return {
+        "paper": paper,
+        "stage": stage,
+        "profile": profile,
+        "params_hash": params_hash,
+        "seed": seed,
+        "threads": threads,
+        "wall_s": round(wall_s, 3),
+        "device": device_name(),
+        "versions": versions(),
+        "inputs_sha256": {name: sha256_path(p) for name, p in sorted(inputs.items())},
+        **git_state(),
+    }
+
+
+def write_metrics(path: Path, metrics: dict, prov: dict) -> None:
+    atomic_write_json(path, {"metrics": metrics, "provenance": prov})

@@ -1,0 +1,101 @@
+"""The frame around every pipeline job: arguments, seeding, atomic outputs, metrics.json, MLflow.
+
+A stage module defines `run(ctx) -> dict of metrics` and ends with `main(run)`. The rule passes which
+params sections the job reads (the same ones it declares as `params:`, so editing another section
+never re-runs it), the seed, the threads, the declared inputs and the output directory.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from repro.core import config as cfg
+from repro.core.io import atomic_dir
+from repro.core.provenance import provenance, write_metrics
+
+
+@dataclass
+class StageContext:
+    paper: str
+    stage: str
+    profile: str
+    params: dict
+    seed: int
+    threads: int
+    out: Path
+    inputs: dict[str, Path]
+    wildcards: dict[str, str]
+    artifacts: list[Path] = field(default_factory=list)
+
+    def log_artifact(self, path: Path) -> None:
+        """A small file (plot, table) to attach to the MLflow run; checkpoints stay in results/."""
+        self.artifacts.append(Path(path))
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--{what} expects name=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key] = value
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--paper", required=True)
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--profile", required=True, choices=cfg.PROFILES)
+    parser.add_argument("--params", help="params file (default params/<paper>.yaml)")
+    parser.add_argument("--sections", required=True, help="comma-separated sections this job reads")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--input", action="append", default=[], help="name=path, repeatable")
+    parser.add_argument("--wildcard", action="append", default=[], help="name=value, repeatable")
+    parser.add_argument("--no-tracking", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(run: Callable[[StageContext], dict], argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    all_params = cfg.load_paper(args.paper, args.params)  # validated before any work starts
+    section = all_params[args.profile]
+    params = cfg.select(section, [s for s in args.sections.split(",") if s])
+    wildcards = _pairs(args.wildcard, "wildcard")
+    inputs = {k: Path(v) for k, v in _pairs(args.input, "input").items()}
+    for name, path in inputs.items():
+        if not path.exists():
+            raise SystemExit(f"input {name}={path} does not exist")
+    from repro.core.seeding import seed_everything
+
+    seed_everything(args.seed, args.threads)
+    job_hash = cfg.params_hash({"params": params, "seed": args.seed, "wildcards": wildcards})
+    start = time.perf_counter()
+    with atomic_dir(args.out) as scratch:
+        ctx = StageContext(args.paper, args.stage, args.profile, params, args.seed, args.threads,
+                           scratch, inputs, wildcards)
+        metrics = run(ctx)
+        prov = provenance(paper=args.paper, stage=args.stage, profile=args.profile,
+                          params_hash=job_hash, seed=args.seed, threads=args.threads,
+                          wall_s=time.perf_counter() - start, inputs=inputs)
+        write_metrics(scratch / "metrics.json", metrics, prov)
+        if not args.no_tracking:
+            from repro.core.tracking import log_job
+
+            suffix = "".join(f"[{k}={v}]" for k, v in sorted(wildcards.items()))
+            log_job(paper=args.paper, profile=args.profile,
+                    parent_hash=cfg.parent_hash(section, args.seed),
+                    run_name=args.stage + suffix, params={**params, "seed": args.seed, **wildcards},
+                    metrics=metrics, provenance=prov,
+                    artifacts=[scratch / "metrics.json", *ctx.artifacts])
+    print(f"[{args.paper}:{args.stage}] done in {time.perf_counter() - start:.1f}s -> {args.out}",
+          file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Tiny model factories built from transformers configs, and safetensors checkpoints."""

@@ -1,0 +1,52 @@
+"""A plain causal-LM training loop under accelerate (CPU here, `accelerate launch` on GPUs)."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+
+def cosine_lr(step: int, steps: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_causal_lm(model, next_batch: Callable[[int], torch.Tensor], *, steps: int, lr: float,
+                    warmup: int = 0, weight_decay: float = 0.0, grad_clip: float = 1.0,
+                    desc: str = "train") -> list[float]:
+    """Train on `next_batch(step)` token batches [B, T]; returns the loss per step."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, steps, warmup))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model.train()
+    losses = []
+    for step in tqdm(range(steps), desc=desc, mininterval=5):
+        batch = next_batch(step).to(accelerator.device)
+        loss = model(input_ids=batch, labels=batch).loss
+        accelerator.backward(loss)
+        if grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def mean_loss(forward_loss: Callable[[torch.Tensor], torch.Tensor], batches: list[torch.Tensor]) -> float:
+    """Token-weighted mean next-token loss (nats) over fixed evaluation batches."""
+    total, count = 0.0, 0
+    for batch in batches:
+        n = batch.shape[0] * (batch.shape[1] - 1)
+        total += forward_loss(batch).item() * n
+        count += n
+    return total / count

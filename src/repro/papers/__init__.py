@@ -1,0 +1,1 @@
+"""One subpackage per paper: method.py (the mechanism), one module per stage, claims.py."""

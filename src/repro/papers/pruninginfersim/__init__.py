@@ -1,0 +1,1 @@
+"""PruningInferSim: GEMM-centric taxonomy and benchmark of LLM pruning (see method.py)."""

@@ -1,0 +1,39 @@
+"""Stage 4: held-out quality of each pruned model against the dense one (same executor)."""
+import torch
+
+from repro.core.stage import StageContext, main
+from repro.data.corpus import fixed_windows, load_tokens
+from repro.models.training import mean_loss
+from repro.papers.pruninginfersim import method
+
+
+@torch.no_grad()
+def quality(model, batches) -> dict:
+    out = {"val_loss": mean_loss(model.loss, batches)}
+    if model.blocks[0].router is not None:  # executed share of tokens, measured on held-out text
+        rates = []
+        for batch in batches:
+            model(batch)
+            rates.append(torch.stack([b.last_exec.float().mean() for b in model.blocks]).mean())
+        out["exec_rate"] = float(torch.stack(rates).mean())
+    out["gemm_flops"] = sum(g.flops for g in method.gemms_of(model, batches[0]))
+    return out
+
+
+def run(ctx: StageContext) -> dict:
+    family = ctx.wildcards["family"]
+    ev = ctx.params["evaluate"]
+    batches = fixed_windows(load_tokens(ctx.inputs["data"], "validation"), ev["windows"],
+                            ev["seq_len"], ev["batch_size"])
+    dense = quality(method.PrunableLlama.from_checkpoint(ctx.inputs["model"] / "model"), batches)
+    results = {}
+    for s in method.sparsities_for(family, ctx.params["prune"]["sparsities"]):
+        q = quality(method.load_pruned(ctx.inputs["pruned"] / f"s{s}"), batches)
+        q["quality_loss"] = (q["val_loss"] - dense["val_loss"]) / dense["val_loss"]
+        q["flops_removed"] = 1 - q["gemm_flops"] / dense["gemm_flops"]
+        results[str(s)] = q
+    return {"family": family, "dense": dense, "sparsities": results}
+
+
+if __name__ == "__main__":
+    main(run)

@@ -1,0 +1,37 @@
+"""Stage 3: prune the trained quality model with one family at every sparsity of the sweep."""
+import torch
+
+from repro.core.stage import StageContext, main
+from repro.data.corpus import fixed_windows, load_tokens, random_windows
+from repro.papers.pruninginfersim import method
+
+
+def calibration_batches(tokens, c: dict) -> list[torch.Tensor]:
+    return fixed_windows(tokens, c["batches"] * c["batch_size"], c["seq_len"], c["batch_size"])
+
+
+def run(ctx: StageContext) -> dict:
+    family = ctx.wildcards["family"]
+    p = ctx.params["prune"]
+    tokens = load_tokens(ctx.inputs["data"], "train")
+    base = method.PrunableLlama.from_checkpoint(ctx.inputs["model"] / "model")
+    calib = calibration_batches(tokens, p["calibration"])
+    r = p["router"]
+    metrics = {}
+    for s in method.sparsities_for(family, p["sparsities"]):
+        pruned, info = method.apply_family(
+            base, family, s, calib=calib, p=p,
+            router_batches=lambda step: random_windows(tokens, r["batch_size"], r["seq_len"],
+                                                       ctx.seed * 7919 + step))
+        method.save_pruned(pruned, ctx.out / f"s{s}")
+        entry = {"parameters": sum(t.numel() for t in pruned.parameters())}
+        if family == "static_depth":
+            entry["removed_attention"], entry["removed_ffn"] = info["attn"], info["mlp"]
+        if family == "dynamic_depth":
+            entry["router_final_mean_exec"] = info["router_history"][-1]["mean_exec"] if info["router_history"] else None
+        metrics[str(s)] = entry
+    return {"family": family, "sparsities": metrics}
+
+
+if __name__ == "__main__":
+    main(run)

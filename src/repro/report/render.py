@@ -1,0 +1,113 @@
+"""Render reports/<profile>/<paper>/report.md + .html from metrics files, and the index.
+
+    python -m repro.report.render paper --paper P --profile X --summary DIR --stage DIR ... --out DIR
+    python -m repro.report.render index --profile X --report DIR ... --out reports/X
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+from pathlib import Path
+
+from repro.core.config import load_paper
+from repro.core.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
+from repro.report.claims import VERDICTS, evaluate_claims
+
+SMOKE_BANNER = ("> **Profile `smoke`**: every stage runs for seconds on toy sizes to test the workflow. "
+                "The numbers below are not meaningful and the verdicts say nothing about the paper.\n")
+
+
+def to_html(markdown_text: str, title: str) -> str:
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}"
+            "img{max-width:100%}</style></head><body>" + body + "</body></html>\n")
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def paper_report(paper: str, profile: str, summary: Path, stages: list[Path], out: Path) -> None:
+    params = load_paper(paper)
+    metrics_file = read_json(summary / "metrics.json")
+    verdicts = evaluate_claims(params["claims"], metrics_file["metrics"])
+    prov = metrics_file["provenance"]
+    lines = [f"# {paper}: claims vs. measurements (profile `{profile}`)", ""]
+    if profile == "smoke":
+        lines += [SMOKE_BANNER]
+    lines += [f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from commit `{prov['git_commit'][:10]}`"
+              f"{' (dirty tree)' if prov['git_dirty'] else ''}, params hash `{prov['params_hash']}`, "
+              f"seed {prov['seed']}, device {prov['device']}.", "",
+              "## Claims", "", "| id | paper's claim | published | verdict | measured here |",
+              "|---|---|---|---|---|"]
+    for v in verdicts:
+        lines.append(f"| {v['id']} | {_cell(v['statement'])} | {_cell(v['published'])} | "
+                     f"**{v['verdict']}** | {_cell(v['reason'])} |")
+    lines.append("")
+    tables = summary / "tables.md"
+    if tables.exists():
+        lines += [tables.read_text(), ""]
+    with atomic_dir(out) as scratch:
+        figures = sorted(summary.glob("*.png"))
+        if figures:
+            lines += ["## Figures", ""]
+        for fig in figures:
+            shutil.copy(fig, scratch / fig.name)
+            lines += [f"![{fig.stem}]({fig.name})", ""]
+        lines += ["## Jobs", "", "| job | wall (s) | threads | params hash |", "|---|---|---|---|"]
+        total = 0.0
+        for stage in stages:
+            p = read_json(stage / "metrics.json")["provenance"]
+            total += p["wall_s"]
+            lines.append(f"| {stage.relative_to(summary.parent)} | "
+                         f"{p['wall_s']:.1f} | {p['threads']} | {p['params_hash']} |")
+        lines += ["", f"Sum of job wall times: {total:.0f} s.", ""]
+        text = "\n".join(lines)
+        atomic_write_text(scratch / "report.md", text)
+        atomic_write_text(scratch / "report.html", to_html(text, f"{paper} ({profile})"))
+        atomic_write_json(scratch / "verdicts.json", {"paper": paper, "profile": profile, "claims": verdicts})
+
+
+def index(profile: str, reports: list[Path], out: Path) -> None:
+    lines = [f"# Reproduction index (profile `{profile}`)", ""]
+    if profile == "smoke":
+        lines += [SMOKE_BANNER]
+    lines += ["| paper | " + " | ".join(VERDICTS) + " | claims |", "|---|" + "---|" * (len(VERDICTS) + 1)]
+    for rep in reports:
+        v = read_json(rep / "verdicts.json")
+        counts = [sum(c["verdict"] == verdict for c in v["claims"]) for verdict in VERDICTS]
+        ids = ", ".join(f"{c['id']}: {c['verdict']}" for c in v["claims"])
+        lines.append(f"| [{v['paper']}]({rep.name}/report.md) | " + " | ".join(map(str, counts)) + f" | {ids} |")
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "index.md", text)
+    atomic_write_text(out / "index.html", to_html(text.replace(".md)", ".html)"), f"index ({profile})"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("paper")
+    p.add_argument("--paper", required=True)
+    p.add_argument("--profile", required=True)
+    p.add_argument("--summary", required=True, type=Path)
+    p.add_argument("--stage", action="append", default=[], type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    i = sub.add_parser("index")
+    i.add_argument("--profile", required=True)
+    i.add_argument("--report", action="append", default=[], type=Path)
+    i.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "paper":
+        paper_report(args.paper, args.profile, args.summary, args.stage, args.out)
+    else:
+        index(args.profile, args.report, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""repro.core: params validation and hashing, atomic writes, provenance, timing, code deps."""
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from repro.core import config as rc
+from repro.core.deps import module_sources
+from repro.core.io import atomic_dir, atomic_write_json, sha256_path
+
+
+@pytest.fixture
+def pis_params():
+    return rc.load_paper("pruninginfersim")
+
+
+def test_shipped_params_are_valid(pis_params):
+    rc.validate_config(rc.load_yaml(rc.REPO_ROOT / "params" / "config.yaml"))
+    assert {"smoke", "mini", "paper", "claims"} <= set(pis_params)
+
+
+@pytest.mark.parametrize("mutate, key, words", [
+    (lambda p: p["mini"]["train"].__setitem__("steps", -3), "mini.train.steps", "minimum"),
+    (lambda p: p["smoke"]["train"].__setitem__("stepz", 3), "smoke.train", "stepz"),
+    (lambda p: p["mini"]["quality_model"].__setitem__("hidden_size", "big"), "mini.quality_model.hidden_size", "integer"),
+    (lambda p: p["mini"]["prune"].__setitem__("sparsities", [1.5]), "mini.prune.sparsities.0", "maximum"),
+    (lambda p: p["paper"]["families"].append("magic"), "paper.families.6", "magic"),
+    (lambda p: p["claims"][0]["checks"][0].__setitem__("op", "~"), "claims.0.checks.0.op", "~"),
+    (lambda p: p.pop("mini"), "<top level>", "mini"),
+])
+def test_schema_errors_name_file_and_key(pis_params, mutate, key, words):
+    bad = copy.deepcopy(pis_params)
+    mutate(bad)
+    with pytest.raises(rc.ParamsError) as err:
+        rc.validate_paper(bad, "pruninginfersim")
+    msg = str(err.value)
+    assert msg.startswith("params/pruninginfersim.yaml: key ")
+    assert f"'{key}'" in msg and words in msg
+
+
+def test_config_schema_rejects_unknown_profile():
+    cfg = rc.load_yaml(rc.REPO_ROOT / "params" / "config.yaml")
+    cfg["profile"] = "huge"
+    with pytest.raises(rc.ParamsError, match="key 'profile'"):
+        rc.validate_config(cfg)
+
+
+def test_params_hash_is_stable_and_sensitive():
+    a = {"x": 1, "y": {"b": [1, 2], "a": 0.1}}
+    b = {"y": {"a": 0.1, "b": [1, 2]}, "x": 1}  # same content, other key order
+    assert rc.params_hash(a) == rc.params_hash(b)
+    assert len(rc.params_hash(a)) == 12
+    # stable across processes (no PYTHONHASHSEED dependence)
+    code = "from repro.core.config import params_hash; print(params_hash({'x': 1, 'y': {'b': [1, 2], 'a': 0.1}}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONHASHSEED": "123"}, check=True).stdout.strip()
+    assert out == rc.params_hash(a)
+    assert rc.params_hash({**a, "x": 2}) != rc.params_hash(a)
+    assert rc.params_hash({"v": [1, 2]}) != rc.params_hash({"v": [2, 1]})
+
+
+def test_select_names_missing_sections():
+    with pytest.raises(rc.ParamsError, match="lacks"):
+        rc.select({"a": 1}, ["a", "b"])
+
+
+def test_atomic_dir_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as scratch:
+            (scratch / "half.bin").write_bytes(b"x" * 10)
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir_replaces_previous_output(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as scratch:
+        (scratch / "a").write_text("1")
+    with atomic_dir(target) as scratch:
+        (scratch / "b").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+
+
+def test_killed_writer_leaves_no_finished_file(tmp_path):
+    """SIGKILL in the middle of a write: the target never appears, only a .partial leftover."""
+    target = tmp_path / "big.json"
+    script = textwrap.dedent(f"""
+        import os, signal
+        import repro.core.io as io
+        real = os.replace
+        def die(*a, **k):
+            os.kill(os.getpid(), signal.SIGKILL)
+        io.os.replace = die
+        io.atomic_write_json({str(target)!r}, {{"x": list(range(1000))}})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script])
+    assert proc.returncode == -signal.SIGKILL
+    assert not target.exists()
+    # a later successful write works and cleans nothing up it should not
+    atomic_write_json(target, {"ok": True})
+    assert json.loads(target.read_text()) == {"ok": True}
+
+
+def test_killed_stage_rerun_is_clean(tmp_path):
+    """A `.partial` dir left by a killed job is discarded by the next run of the job."""
+    target = tmp_path / "stage"
+    (tmp_path / "stage.partial").mkdir()
+    (tmp_path / "stage.partial" / "stale").write_text("old")
+    with atomic_dir(target) as scratch:
+        (scratch / "fresh").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["fresh"]
+    assert not (tmp_path / "stage.partial").exists()
+
+
+def test_sha256_of_dir_depends_on_names_and_contents(tmp_path):
+    (tmp_path / "a").write_text("1")
+    h1 = sha256_path(tmp_path)
+    (tmp_path / "a").write_text("2")
+    assert sha256_path(tmp_path) != h1
+
+
+def test_stage_writes_metrics_with_provenance(tmp_path):
+    from repro.core.stage import main
+
+    out = tmp_path / "job"
+    inp = tmp_path / "in.txt"
+    inp.write_text("data")
+
+    def run(ctx):
+        (ctx.out / "artifact.txt").write_text(str(ctx.params))
+        return {"value": 1.5, "nested": {"n": 2}}
+
+    main(run, ["--paper", "pruninginfersim", "--stage", "unit", "--profile", "smoke", "--sections",
+               "train", "--seed", "7", "--threads", "1", "--out", str(out), "--input", f"x={inp}",
+               "--no-tracking"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["metrics"] == {"value": 1.5, "nested": {"n": 2}}
+    prov = m["provenance"]
+    for key in ("git_commit", "git_dirty", "params_hash", "seed", "profile", "versions", "device",
+                "threads", "wall_s", "inputs_sha256"):
+        assert key in prov
+    assert prov["seed"] == 7 and prov["profile"] == "smoke"
+    assert prov["inputs_sha256"]["x"] == sha256_path(inp)
+    assert {"python", "torch", "transformers", "snakemake"} <= set(prov["versions"])
+    assert not (tmp_path / "job.partial").exists()
+
+
+def test_theoretical_bound_hand_computed():
+    from repro.core.flops import theoretical_bound
+
+    assert theoretical_bound(0.0) == 1.0
+    assert theoretical_bound(0.5) == 2.0
+    assert theoretical_bound(0.75) == pytest.approx(4.0)
+    with pytest.raises(ValueError):
+        theoretical_bound(1.0)
+
+
+def test_gemm_flops_and_recorder():
+    from repro.core import flops
+
+    with flops.record_gemms() as log:
+        flops.record("a", 4, 3, 2)
+        flops.record("b", 2, 2, 2, count=3, density=0.5, nbytes=16)
+    assert [g.flops for g in log] == [2 * 4 * 3 * 2, 2 * 2 * 2 * 2 * 3 * 0.5]
+    assert flops.total_bytes(log) == 16
+    assert not flops.recording()
+
+
+def test_timing_median():
+    from repro.core.timing import measure
+
+    calls = []
+    t = measure(lambda: calls.append(1), warmup=2, repeats=3)
+    assert len(calls) == 5 and t["n"] == 3 and t["min"] <= t["median"] <= t["max"]
+
+
+def test_code_deps_follow_imports_only():
+    train = module_sources("repro.papers.pruninginfersim.train")
+    assert "src/repro/data/corpus.py" in train and "src/repro/core/stage.py" in train
+    assert "src/repro/papers/pruninginfersim/latency.py" not in train
+    assert "src/repro/papers/pruninginfersim/method.py" not in train
+    prune = module_sources("repro.papers.pruninginfersim.prune")
+    assert "src/repro/papers/pruninginfersim/method.py" in prune
+    with pytest.raises(ValueError):
+        module_sources("repro.nope")

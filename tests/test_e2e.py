@@ -1,0 +1,113 @@
+"""The whole DAG at profile smoke in a temporary copy of the repo: reports, metrics, MLflow runs,
+then re-run planning after a params edit, a source edit, and on an unchanged tree."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from repro.core.config import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+SKIP = {".git", ".venv", "results", "reports", "mlflow.db", "mlartifacts", ".snakemake", "dvc-storage",
+        ".pytest_cache", "__pycache__"}
+
+
+def snakemake(repo: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke",
+                           *args], cwd=repo, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout + proc.stderr
+
+
+def planned(repo: Path) -> dict[str, int]:
+    """Rules (and job counts) a dry run would execute."""
+    out = snakemake(repo, "--dry-run")
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    shutil.copytree(REPO_ROOT, repo, dirs_exist_ok=True, ignore=lambda d, names: [n for n in names if n in SKIP])
+    snakemake(repo)
+    return repo
+
+
+def test_reports_and_metrics(smoke_repo):
+    index = (smoke_repo / "reports/smoke/index.md").read_text()
+    assert "pruninginfersim" in index and "not meaningful" in index
+    report = (smoke_repo / "reports/smoke/pruninginfersim/report.md").read_text()
+    for cid in ("P1", "P2", "P3"):
+        assert f"| {cid} |" in report
+    assert re.search(r"\*\*(reproduced|not reproduced|not checkable at this scale)\*\*", report)
+    assert (smoke_repo / "reports/smoke/pruninginfersim/frontier.png").exists()
+    assert (smoke_repo / "reports/smoke/pruninginfersim/report.html").exists()
+    metrics = sorted((smoke_repo / "results/smoke/pruninginfersim").rglob("metrics.json"))
+    assert len(metrics) == 16  # data, train, 6 prune, 6 evaluate, latency, analysis
+    for path in metrics:
+        m = json.loads(path.read_text())
+        assert m["provenance"]["profile"] == "smoke" and m["provenance"]["seed"] == 0
+    assert not list((smoke_repo / "results").rglob("*.partial"))
+
+
+def test_mlflow_parent_and_child_runs(smoke_repo):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("pruninginfersim")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("repro.parent") == "true"]
+    assert len(parents) == 1 and parents[0].data.tags["repro.profile"] == "smoke"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    names = sorted(r.info.run_name for r in children)
+    assert len(children) == 16
+    assert "train" in names and "prune[family=static_depth]" in names and "latency" in names
+    train = next(r for r in children if r.info.run_name == "train")
+    assert "val_loss" in train.data.metrics and train.data.params["train.steps"] == "4"
+    assert train.data.tags["repro.seed"] == "0"
+
+
+def test_rerun_plans_only_what_depends_on_a_change(smoke_repo):
+    assert planned(smoke_repo) == {}  # unchanged tree: nothing to do
+    params = smoke_repo / "params/pruninginfersim.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("    p1_min_bound: 1.1\n", "    p1_min_bound: 1.2\n", 1))
+        assert planned(smoke_repo) == {"pruninginfersim_analysis": 1, "paper_report": 1, "index": 1, "all": 1}
+        params.write_text(original.replace("seq_len: 32, lr: 0.003, warmup: 1", "seq_len: 32, lr: 0.002, warmup: 1", 1))
+        plan = planned(smoke_repo)
+        assert plan["pruninginfersim_train"] == 1 and plan["pruninginfersim_evaluate"] == 6
+        assert "pruninginfersim_data" not in plan and "pruninginfersim_latency" not in plan
+    finally:
+        params.write_text(original)
+    source = smoke_repo / "src/repro/papers/pruninginfersim/latency.py"
+    source.write_text(source.read_text() + "\n")
+    plan = planned(smoke_repo)
+    assert plan == {"pruninginfersim_latency": 1, "pruninginfersim_analysis": 1, "paper_report": 1,
+                    "index": 1, "all": 1}
+    snakemake(smoke_repo, "--touch")
+    assert planned(smoke_repo) == {}
+
+
+def test_bad_params_stop_before_any_job(smoke_repo):
+    params = smoke_repo / "params/pruninginfersim.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("steps: 4,", "steps: -4,", 1))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke",
+                               "--dry-run"], cwd=smoke_repo, env=env, capture_output=True, text=True)
+        assert proc.returncode != 0
+        assert "params/pruninginfersim.yaml: key 'smoke.train.steps'" in proc.stdout + proc.stderr
+    finally:
+        params.write_text(original)

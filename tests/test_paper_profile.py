@@ -1,0 +1,96 @@
+"""The `paper` profile's code path (hub names, load_dataset, from_pretrained, flash-attn fallback)
+run through the real stages on a tiny local checkpoint, a local tokenizer and a local text file."""
+import copy
+import json
+import warnings
+
+import pytest
+import torch
+import yaml
+
+from repro.core import config as rc
+from repro.core.stage import main
+
+
+@pytest.fixture
+def paper_setup(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from conftest import tiny_llama_config
+
+    text = "\n".join(f"def f{i}(x):\n    return x * {i} + {i % 7}" for i in range(400))
+    (tmp_path / "train.txt").write_text(text)
+    (tmp_path / "valid.txt").write_text(text[::-1])
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=tok).save_pretrained(tmp_path / "tok")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(vocab_size=tok.get_vocab_size()))
+    model.save_pretrained(tmp_path / "ckpt")
+
+    params = copy.deepcopy(rc.load_paper("pruninginfersim"))
+    sec = params["paper"]
+    # Same keys and code as the published setting; only names point at local files, sizes shrink.
+    sec["families"] = ["static_depth", "dynamic_depth"]
+    sec["data"] = {"source": {"kind": "hub", "load": {"path": "text", "data_files": {
+        "train": str(tmp_path / "train.txt"), "validation": str(tmp_path / "valid.txt")}}},
+        "tokenizer": str(tmp_path / "tok")}
+    for name in ("quality_model", "latency_model"):
+        sec[name] = {"pretrained": str(tmp_path / "ckpt"), "dtype": "bfloat16",
+                     "attn_implementation": "flash_attention_2"}
+    sec["train"].update(steps=0, batch_size=2, seq_len=32)
+    sec["prune"].update(sparsities=[0.5], calibration={"batches": 1, "batch_size": 2, "seq_len": 32},
+                        attn_block=8, lowrank_rank_multiple=8)
+    sec["prune"]["router"].update(steps=2, batch_size=2, seq_len=32)
+    sec["evaluate"] = {"windows": 4, "seq_len": 32, "batch_size": 2}
+    sec["latency"].update(batch_sizes=[1], seq_lens=[16], seeds=[0], warmup=0, repeats=1,
+                          calibration={"batches": 1, "batch_size": 2, "seq_len": 16})
+    sec["analysis"].update(frontier={"phase": "prefill", "batch": 1, "seq": 16},
+                           bound={"phase": "decode", "batch": 1, "seq": 16})
+    path = tmp_path / "pruninginfersim.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return tmp_path, path
+
+
+def run_stage(module, path, out, sections, inputs=(), wildcards=()):
+    argv = ["--paper", "pruninginfersim", "--stage", module.__name__.rsplit(".", 1)[-1], "--profile", "paper",
+            "--params", str(path), "--sections", ",".join(sections), "--seed", "0", "--threads", "1",
+            "--out", str(out), "--no-tracking"]
+    argv += [a for k, v in inputs for a in ("--input", f"{k}={v}")]
+    argv += [a for k, v in wildcards for a in ("--wildcard", f"{k}={v}")]
+    main(module.run, argv)
+    return json.loads((out / "metrics.json").read_text())["metrics"]
+
+
+def test_paper_profile_chain_on_local_checkpoint(paper_setup):
+    from repro.papers.pruninginfersim import analysis, data, evaluate, latency, prune, train
+
+    tmp, path = paper_setup
+    r = tmp / "results"
+    d = run_stage(data, path, r / "data", ["data"])
+    assert d["vocab_size"] > 256 and d["train_tokens"] > 0  # the BPE tokenizer, not bytes
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = run_stage(train, path, r / "train", ["quality_model", "train", "evaluate"], [("data", r / "data")])
+    assert any("flash_attention_2 requested" in str(w.message) for w in caught)  # no GPU: sdpa
+    assert t["steps"] == 0 and t["val_loss"] > 0
+    saved = json.loads((r / "train" / "model" / "config.json").read_text())
+    assert saved["dtype"] == "bfloat16"
+    for fam in ("static_depth", "dynamic_depth"):
+        run_stage(prune, path, r / "prune" / fam, ["prune"], [("data", r / "data"), ("model", r / "train")],
+                  [("family", fam)])
+        ev = run_stage(evaluate, path, r / "evaluate" / fam, ["prune", "evaluate"],
+                       [("data", r / "data"), ("model", r / "train"), ("pruned", r / "prune" / fam)],
+                       [("family", fam)])
+        assert ev["sparsities"]["0.5"]["quality_loss"] == pytest.approx(
+            (ev["sparsities"]["0.5"]["val_loss"] - ev["dense"]["val_loss"]) / ev["dense"]["val_loss"])
+    lat = run_stage(latency, path, r / "latency", ["families", "latency_model", "latency", "prune"])
+    assert set(lat["families"]) == {"static_depth", "dynamic_depth"}
+    m = run_stage(analysis, path, r / "analysis", ["families", "analysis"],
+                  [("quality_static_depth", r / "evaluate" / "static_depth"),
+                   ("quality_dynamic_depth", r / "evaluate" / "dynamic_depth"), ("latency", r / "latency")])
+    assert m["p3"]["measured"] == {"static_depth": ["removed"], "dynamic_depth": ["M"]}
+    assert (r / "analysis" / "frontier.png").stat().st_size > 1000

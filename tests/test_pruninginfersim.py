@@ -1,0 +1,263 @@
+"""PruningInferSim mechanism: executor equivalence, each family's shapes and accounting, claims."""
+import math
+
+import pytest
+import torch
+
+from repro.core import flops
+from repro.papers.pruninginfersim import claims, method
+from repro.papers.pruninginfersim.method import PrunableLlama
+
+IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(3))
+P = {"width_channel_multiple": 8, "lowrank_rank_multiple": 8, "attn_block": 8,
+     "router": {"hidden": 16, "steps": 3, "lr": 0.01, "penalty": 10.0}}
+
+
+def prefix_decode_gap(model, ids):
+    """max |logit| difference between decoding the last token on a cache and one full forward."""
+    with torch.no_grad():
+        full, _ = model(ids)
+        _, cache = model(ids[:, :-1])
+        step, _ = model(ids[:, -1:], cache)
+    return (step[:, 0] - full[:, -1]).abs().max().item()
+
+
+def test_dense_executor_equals_transformers(hf_llama, executor):
+    with torch.no_grad():
+        ref = hf_llama(IDS).logits
+        ours, _ = executor(IDS)
+    assert (ref - ours).abs().max().item() < 1e-5
+
+
+def test_checkpoint_reader_equals_transformers_path(hf_llama, executor, tmp_path):
+    hf_llama.save_pretrained(tmp_path)
+    direct = PrunableLlama.from_checkpoint(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(direct(IDS)[0], executor(IDS)[0])
+
+
+def test_cached_decode_equals_full_forward(executor):
+    assert prefix_decode_gap(executor, IDS) < 1e-5
+
+
+def test_static_depth_removes_sublayers_by_block_influence(executor, calib):
+    # Make attention sublayer 2 and FFN sublayer 1 do nothing: they must be the first to go.
+    with torch.no_grad():
+        executor.blocks[2].attn["o"].weight.zero_()
+        executor.blocks[1].mlp["down"].weight.zero_()
+    bi = method.block_influence(executor, calib)
+    assert bi["attn"][2] == pytest.approx(0.0, abs=1e-6) and bi["mlp"][1] == pytest.approx(0.0, abs=1e-6)
+    assert min(range(4), key=bi["attn"].__getitem__) == 2
+    pruned, removed = method.prune_static_depth(executor, 0.25, bi)
+    assert removed == {"attn": [2], "mlp": [1]}  # int(4 * 0.25) = 1 of each, chosen separately
+    s = pruned.structure()["blocks"]
+    assert s[2]["attn"] is None and s[1]["mlp"] is None and s[1]["attn"] is not None
+    # removing do-nothing sublayers changes nothing
+    with torch.no_grad():
+        assert (pruned(IDS)[0] - executor(IDS)[0]).abs().max() < 1e-5
+    assert prefix_decode_gap(pruned, IDS) < 1e-5
+    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(pruned, IDS)
+    assert method.classify(method.shape_changes(gd, gp)) == ["removed"]
+    assert {"L2.q", "L2.k", "L2.v", "L2.o", "L1.gate", "L1.up", "L1.down"} == set(
+        method.shape_changes(gd, gp)["removed"]) - {"L2.attn.qk", "L2.attn.av"}
+
+
+def test_static_width_removes_whole_kv_groups(executor, calib):
+    norms = method.input_norms(executor, calib)
+    pruned, _ = method.prune_static_width(executor, 0.5, norms, channel_multiple=8)
+    for b in pruned.structure()["blocks"]:
+        a = b["attn"]
+        assert a["kv_heads"] == 2 and a["heads"] == 4  # 2 of 4 groups, each with its 2 query heads
+        assert a["q"]["n"] == 4 * 8 and a["k"]["n"] == a["v"]["n"] == 2 * 8 and a["o"]["k"] == 32
+        assert b["mlp"]["gate"]["n"] == b["mlp"]["up"]["n"] == b["mlp"]["down"]["k"] == 48  # 96 - 48
+    assert prefix_decode_gap(pruned, IDS) < 1e-5
+    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(pruned, IDS)
+    assert method.classify(method.shape_changes(gd, gp)) == ["K", "N"]
+    linear = lambda gs: sum(g.flops for g in gs if ".attn." not in g.name)  # noqa: E731
+    assert linear(gp) / linear(gd) == pytest.approx(0.5)
+
+
+def test_static_width_keeps_the_highest_wanda_groups(executor, calib):
+    norms = method.input_norms(executor, calib)
+    block = executor.blocks[0]
+    with torch.no_grad():  # group 3's query heads (columns 48..63 of o) dominate the score
+        block.attn["o"].weight[:, 48:64] *= 100
+    pruned, _ = method.prune_static_width(executor, 0.75, norms, channel_multiple=8)
+    kept_k = pruned.blocks[0].attn["k"].weight
+    assert torch.equal(kept_k, block.attn["k"].weight[3 * 8:4 * 8])
+
+
+def test_lowrank_rank_formula_and_shapes(executor):
+    assert method.lowrank_rank(64, 64, 0.5, 8) == 16  # 0.5 * 64 * 64 / 128 = 16
+    assert method.lowrank_rank(96, 64, 0.25, 8) == 32  # 0.75 * 96 * 64 / 160 = 28.8 -> 32
+    assert method.lowrank_rank(96, 64, 0.99, 8) == 8  # never below one multiple
+    pruned, _ = method.prune_lowrank(executor, 0.5, 8)
+    q = pruned.blocks[0].attn["q"]
+    assert isinstance(q, method.LowRank) and q.inner.weight.shape == (16, 64) and q.outer.weight.shape == (64, 16)
+    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(pruned, IDS)
+    ch = method.shape_changes(gd, gp)
+    assert method.classify(ch) == ["K"] and "L0.q.lr_in" in ch["added"]
+
+
+def test_lowrank_is_the_best_rank_r_approximation(executor):
+    pruned, _ = method.prune_lowrank(executor, 0.5, 1)
+    w = executor.blocks[0].mlp["down"].weight.detach()  # 64 x 96 -> r = 0.5 * 6144 / 160 = 19
+    lr = pruned.blocks[0].mlp["down"]
+    r = lr.inner.weight.shape[0]
+    assert r == 19
+    err = torch.linalg.matrix_norm(lr.outer.weight @ lr.inner.weight - w) ** 2
+    tail = (torch.linalg.svdvals(w)[r:] ** 2).sum()  # Eckart-Young: nothing of rank r does better
+    assert err.item() == pytest.approx(tail.item(), rel=1e-4)
+
+
+def test_sparse24_mask_and_accounting(executor, calib):
+    scores = torch.tensor([[4.0, 1.0, 3.0, 2.0, 0.0, 5.0, 6.0, 1.0]])
+    assert method.mask_24(scores).tolist() == [[True, False, True, False, False, True, True, False]]
+    norms = method.input_norms(executor, calib)
+    pruned, _ = method.prune_sparse24(executor, norms)
+    for lin in (pruned.blocks[0].attn["q"], pruned.blocks[3].mlp["down"]):
+        nz = (lin.weight.view(lin.weight.shape[0], -1, 4) != 0).sum(-1)
+        assert (nz <= 2).all() and lin.sparse24
+    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(pruned, IDS)
+    assert method.classify(method.shape_changes(gd, gp)) == ["K"]
+    q_d = next(g for g in gd if g.name == "L0.q")
+    q_p = next(g for g in gp if g.name == "L0.q")
+    assert q_p.k == q_d.k // 2 and q_p.flops == q_d.flops / 2
+    assert q_p.bytes == q_d.bytes // 2 + q_d.bytes // 2 // 4 // 4  # half the values + 2-bit indices
+
+
+def test_dynamic_depth_keeps_kv_for_skipped_tokens(executor, calib):
+    routed = method.add_routers(executor, 16)
+    layer = routed.blocks[1]
+    with torch.no_grad():  # execute exactly the even positions at layer 1
+        layer.router.threshold.fill_(0.5)
+    orig_prob = layer.router.prob
+    layer.router.prob = lambda h: (torch.arange(h.shape[1]) % 2 == 0).float().expand(h.shape[:2]) * 0.9
+    for b in routed.blocks:
+        if b is not layer:
+            b.router.prob = lambda h: torch.ones(h.shape[:2])
+    with torch.no_grad():
+        _, cache = routed(IDS)
+        _, dense_cache = executor(IDS)
+    # K/V exist for every token, skipped ones included, and equal the dense layer's K/V up to layer 1
+    assert cache[1][0].shape == dense_cache[1][0].shape
+    assert torch.allclose(cache[1][0], dense_cache[1][0], atol=1e-5)
+    assert layer.last_exec.tolist() == [[i % 2 == 0 for i in range(IDS.shape[1])]] * 2
+    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(routed, IDS)
+    q1 = next(g for g in gp if g.name == "L1.q")
+    k1 = next(g for g in gp if g.name == "L1.k")
+    assert q1.m == IDS.numel() // 2 and k1.m == IDS.numel()  # M shrinks for q, never for k/v
+    assert method.classify(method.shape_changes(gd, gp)) == ["M"]
+    layer.router.prob = orig_prob
+
+
+def test_dynamic_depth_skipped_token_passes_through(executor):
+    routed = method.add_routers(executor, 16)
+    for b in routed.blocks:
+        b.router.prob = lambda h: torch.zeros(h.shape[:2])  # nobody executes
+    with torch.no_grad():
+        logits, _ = routed(IDS)
+        h = executor.embed(IDS)
+        ref = executor.lm_head(executor.norm(h))
+    assert torch.allclose(logits, ref, atol=1e-6)
+
+
+def test_router_training_moves_execution_towards_capacity(executor, calib):
+    routed = method.add_routers(executor, 16)
+    hist = method.train_routers(routed, lambda step: calib[step % 2], s=0.5, steps=25, lr=0.05, penalty=50.0)
+    assert hist[-1]["mean_exec"] < hist[0]["mean_exec"]  # starts near 0.88, pushed towards 0.5
+    assert all(not p.requires_grad for p in routed.parameters())
+    base = dict(executor.named_parameters())
+    for name, p in routed.named_parameters():
+        if ".router." not in name:
+            assert torch.equal(p, base[name])  # the base model stays frozen
+
+
+def test_router_threshold_calibration_hits_the_capacity(executor, calib):
+    routed = method.add_routers(executor, 16)
+    method.calibrate_router_thresholds(routed, calib, 0.5)
+    with torch.no_grad():
+        routed(calib[0])
+    rate = torch.stack([b.last_exec.float().mean() for b in routed.blocks]).mean()
+    assert 0.4 <= rate <= 0.6
+    names = {g.name for g in method.gemms_of(routed, calib[0])}
+    assert {"L0.router.fc1", "L0.router.fc2"} <= names  # the router's own cost is counted
+
+
+def test_block_sparse_attention_full_keep_is_dense_and_sparse_drops_work():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 32, 8, generator=g) for _ in range(3))
+    k2, v2 = k[:, :2], v[:, :2]  # GQA: 2 KV heads for 4 query heads
+    dense = method.dense_attention(q, k2, v2, causal=True)
+    full = method.block_sparse_attention(q, k2, v2, block=8, keep=1.0)
+    assert (dense - full).abs().max() < 1e-5
+    with flops.record_gemms() as log_sparse:
+        method.block_sparse_attention(q, k2, v2, block=8, keep=0.5)
+    with flops.record_gemms() as log_dense:
+        method.dense_attention(q, k2, v2, causal=True)
+    assert flops.total_flops(log_sparse) < flops.total_flops(log_dense)
+
+
+def test_attn_sparsity_taxonomy(executor):
+    pruned, _ = method.add_attn_sparsity(executor, 0.5, 8)
+    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(pruned, IDS)
+    assert method.classify(method.shape_changes(gd, gp)) == ["K", "N"]
+    assert 0 < method.removed_fraction(gd, gp, "flops") < 0.5  # attention is a small share here
+
+
+@pytest.mark.parametrize("family", method.FAMILIES)
+def test_pruned_models_round_trip_through_files(family, executor, calib, tmp_path):
+    pruned, _ = method.apply_family(executor, family, 0.5, calib=calib, p=P,
+                                    router_batches=lambda step: calib[step % 2])
+    method.save_pruned(pruned, tmp_path / family)
+    loaded = method.load_pruned(tmp_path / family)
+    with torch.no_grad():
+        assert torch.equal(loaded(IDS)[0], pruned(IDS)[0])
+    assert loaded.structure() == pruned.structure()
+
+
+def test_decode_bytes_accounting_for_depth(executor):
+    pruned, _ = method.prune_static_depth(executor, 0.5, None, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, cd = executor(IDS)
+        _, cp = pruned(IDS)
+    nxt = IDS[:, :1]
+    f = method.removed_fraction(method.gemms_of(executor, nxt, cd), method.gemms_of(pruned, nxt, cp), "bytes")
+    attn_w = 64 * 64 * 2 + 64 * 32 * 2
+    mlp_w = 3 * 64 * 96
+    per_layer = (attn_w + mlp_w) * 4
+    kv = 2 * 2 * 4 * 24 * 8 * 4  # K and V cache read per layer: batch 2, 4 kv heads, 24 tokens, dim 8
+    dense_bytes = 4 * (per_layer + kv)
+    removed = 2 * (attn_w * 4 + kv) + 2 * mlp_w * 4
+    assert f == pytest.approx(removed / dense_bytes)
+
+
+# ---------------------------------------------------------------- claim decisions on constructed numbers
+def pt(family, loss, speedup, s=0.5):
+    return {"family": family, "sparsity": s, "quality_loss": loss, "speedup": speedup}
+
+
+def test_pareto_frontier_and_order():
+    pts = [pt("static_depth", 0.02, 1.3), pt("static_width", 0.03, 1.1), pt("dynamic_depth", 0.10, 1.6),
+           pt("static_depth", 0.12, 1.5), pt("static_width", 0.20, 2.0), pt("lowrank", 0.30, 1.9)]
+    front = claims.pareto_frontier(pts)
+    assert [(p["family"], p["quality_loss"]) for p in front] == [
+        ("static_depth", 0.02), ("dynamic_depth", 0.10), ("static_width", 0.20)]
+    seq = claims.family_sequence(front)
+    assert seq == claims.PAPER_ORDER
+    bands = claims.band_winners(front, [[0, 0.04], [0.05, 0.16], [0.17, 0.26], [0.5, 0.6]])
+    assert [b["family"] for b in bands] == ["static_depth", "dynamic_depth", "static_width", None]
+
+
+def test_frontier_order_fails_when_width_comes_first():
+    front = claims.pareto_frontier([pt("static_width", 0.01, 1.5), pt("static_depth", 0.05, 1.6)])
+    assert claims.family_sequence(front) == ["static_width", "static_depth"]
+
+
+def test_bound_efficiency_skips_variants_that_remove_nothing():
+    lat = {"families": {
+        "static_depth": {"sparsities": {"0.5": {"d": {"bound": 2.0, "bound_efficiency": 0.9}}}},
+        "attn_sparsity": {"sparsities": {"0.5": {"d": {"bound": 1.01, "bound_efficiency": 0.99}}}},
+    }}
+    eff = claims.bound_efficiencies(lat, "d", 1.1)
+    assert eff == {"static_depth": 0.9}

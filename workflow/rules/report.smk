@@ -1,0 +1,35 @@
+# One report per paper (claims beside measurements, verdicts) and the index of all papers.
+
+
+wildcard_constraints:
+    paper="|".join(PARAMS),
+
+
+rule paper_report:
+    input:
+        unpack(lambda wc: REPORT_INPUTS[wc.paper]),
+        code=code("repro.report.render"),
+    output:
+        directory(f"reports/{PROFILE}/{{paper}}"),
+    params:
+        claims=lambda wc: PARAMS[wc.paper]["claims"],
+        stages=lambda wc, input: " ".join(f"--stage {s}" for s in input.stages),
+    threads: 1
+    shell:
+        f"{PYTHON} -m repro.report.render paper --paper {{wildcards.paper}} "
+        f"--profile {PROFILE} --summary {{input.summary}} {{params.stages}} --out {{output}}"
+
+
+rule index:
+    input:
+        reports=[f"reports/{PROFILE}/{p}" for p in PAPERS],
+        code=code("repro.report.render"),
+    output:
+        md=f"reports/{PROFILE}/index.md",
+        html=f"reports/{PROFILE}/index.html",
+    params:
+        reports=lambda wc, input: " ".join(f"--report {r}" for r in input.reports),
+    threads: 1
+    shell:
+        f"{PYTHON} -m repro.report.render index --profile {PROFILE} {{params.reports}} "
+        f"--out reports/{PROFILE}"
