@@ -21,7 +21,7 @@ def run(ctx: StageContext) -> dict:
     batches = fixed_windows(load_tokens(data, "validation"), ev["windows"], ev["seq_len"], ev["batch_size"])
     val = mean_loss(lambda b: model(input_ids=b, labels=b).loss, batches)
     save_checkpoint(model, ctx.out / "model")
-    atomic_write_json(ctx.out / "loss_curve.json", losses)
+    atomic_write_json(ctx.out / "loss_curve.json", [{"step": i, "loss": v} for i, v in enumerate(losses)])
     return {"params_non_embedding": count_parameters(model), "steps": t["steps"],
             "train_loss_first": losses[0] if losses else None,
             "train_loss_last": losses[-1] if losses else None,
