@@ -36,7 +36,7 @@ report: setup
 	$(BIN)/snakemake --cores $(CORES) --config profile=$(PROFILE) --report reports/$(PROFILE)/snakemake-report.zip
 
 snapshot: setup
-	$(BIN)/snakemake --cores $(CORES) --config profile=$(PROFILE) snapshot
+	$(BIN)/snakemake snapshot --cores $(CORES) --config profile=$(PROFILE)
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -32,7 +32,7 @@ def test_paper_report_and_index(tmp_path):
     summary = tmp_path / "results" / "analysis"
     summary.mkdir(parents=True)
     prov = {"git_commit": "abc", "git_dirty": False, "params_hash": "h", "seed": 0, "device": "cpu",
-            "wall_s": 1.5, "threads": 1}
+            "wall_s": 1.5, "threads": 1, "finished_at": "2026-01-01T00:00:10+00:00"}
     metrics = {"p1": {"best_family": "static_depth", "static_depth_efficiency": 0.9},
                "p2": {"paper_order_holds": False}, "p3": {"taxonomy_matches": True}}
     (summary / "metrics.json").write_text(json.dumps({"metrics": metrics, "provenance": prov}))
@@ -42,6 +42,7 @@ def test_paper_report_and_index(tmp_path):
     render.paper_report("pruninginfersim", "mini", summary, [summary], out)
     md = (out / "report.md").read_text()
     assert "**reproduced**" in md and "**not reproduced**" in md and "![fig](fig.png)" in md
+    assert "Chain wall-clock" in md and "2 s (budget 600 s: within)" in md
     assert "<table>" in (out / "report.html").read_text()
     verdicts = json.loads((out / "verdicts.json").read_text())["claims"]
     assert [v["verdict"] for v in verdicts] == ["reproduced", "not reproduced", "reproduced"]

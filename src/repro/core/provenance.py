@@ -1,6 +1,7 @@
 """metrics.json = {"metrics": ..., "provenance": ...}: every number carries where it came from."""
 from __future__ import annotations
 
+import datetime as dt
 import platform
 import subprocess
 from importlib import metadata
@@ -54,6 +55,7 @@ def provenance(*, paper: str, stage: str, profile: str, params_hash: str, seed: 
         "seed": seed,
         "threads": threads,
         "wall_s": round(wall_s, 3),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "device": device_name(),
         "versions": versions(),
         "inputs_sha256": {name: sha256_path(p) for name, p in sorted(inputs.items())},

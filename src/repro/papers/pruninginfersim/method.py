@@ -294,7 +294,8 @@ class Block(nn.Module):
             delta, cache = self._attention_all(h, cos, sin, past)
             h2 = h + gate[..., None] * delta
             h2 = h + gate[..., None] * (delta + self._mlp(h2))
-            return h2, cache, p
+            self.exec_prob = p  # read by train_routers for the capacity penalty
+            return h2, cache
         b, t, dim = h.shape
         x = self.attn_norm(h)
         k, v = self._kv(x, cos, sin, past)  # all tokens keep their K/V
@@ -423,17 +424,11 @@ class PrunableLlama(nn.Module):
         cos, sin = self.rope(torch.arange(offset, offset + ids.shape[1]), h.dtype)
         if trace is not None:
             trace["tokens"] = trace.get("tokens", 0) + ids.numel()
-        cache, probs = [], []
+        cache = []
         for i, block in enumerate(self.blocks):
-            out = block(h, cos, sin, None if past is None else past[i], trace)
-            h, kv = out[0], out[1]
-            if len(out) == 3:
-                probs.append(out[2])
+            h, kv = block(h, cos, sin, None if past is None else past[i], trace)
             cache.append(kv)
-        logits = self.lm_head(self.norm(h))
-        if probs:
-            self.exec_probs = torch.stack(probs)
-        return logits, cache
+        return self.lm_head(self.norm(h)), cache
 
     def loss(self, ids: torch.Tensor) -> torch.Tensor:
         logits, _ = self(ids)
@@ -614,7 +609,7 @@ def train_routers(model, next_batch, *, s: float, steps: int, lr: float, penalty
     for step in range(steps):
         batch = next_batch(step)
         lm = model.loss(batch)
-        mean_exec = model.exec_probs.mean()
+        mean_exec = torch.stack([b.exec_prob for b in model.blocks]).mean()
         loss = lm + penalty * (mean_exec - (1 - s)) ** 2
         opt.zero_grad()
         loss.backward()
@@ -662,14 +657,12 @@ def rebuild(model, structure: dict, state: dict | None = None, new_routers: bool
 
 
 # --------------------------------------------------------------------------- accounting
-NON_EMBEDDING = lambda g: g.name != "lm_head"  # noqa: E731
-
-
 @torch.no_grad()
 def gemms_of(model, ids: torch.Tensor, past=None) -> list[flops.Gemm]:
+    """The non-embedding GEMMs of one forward call (the LM head is outside every family's reach)."""
     with flops.record_gemms() as log:
         model(ids, past)
-    return [g for g in log if NON_EMBEDDING(g)]
+    return [g for g in log if g.name != "lm_head"]
 
 
 def removed_fraction(dense: list[flops.Gemm], pruned: list[flops.Gemm], by: str) -> float:
