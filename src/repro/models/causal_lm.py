@@ -24,6 +24,11 @@ def resolve_attn_implementation(requested: str | None) -> str:
     return requested or "sdpa"
 
 
+def device() -> str:
+    """Where jobs compute: the GPU when there is one (profile paper), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _dtype(spec: dict) -> torch.dtype:
     return getattr(torch, spec.get("dtype", "float32"))
 

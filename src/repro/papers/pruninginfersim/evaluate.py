@@ -4,6 +4,7 @@ import torch
 from repro.core.stage import StageContext, main
 from repro.data.corpus import fixed_windows, load_tokens
 from repro.models.training import mean_loss
+from repro.models.causal_lm import device
 from repro.papers.pruninginfersim import method
 
 
@@ -23,12 +24,12 @@ def quality(model, batches) -> dict:
 def run(ctx: StageContext) -> dict:
     family = ctx.wildcards["family"]
     ev = ctx.params["evaluate"]
-    batches = fixed_windows(load_tokens(ctx.inputs["data"], "validation"), ev["windows"],
-                            ev["seq_len"], ev["batch_size"])
-    dense = quality(method.PrunableLlama.from_checkpoint(ctx.inputs["model"] / "model"), batches)
+    batches = [b.to(device()) for b in fixed_windows(load_tokens(ctx.inputs["data"], "validation"),
+                                                     ev["windows"], ev["seq_len"], ev["batch_size"])]
+    dense = quality(method.PrunableLlama.from_checkpoint(ctx.inputs["model"] / "model").to(device()), batches)
     results = {}
     for s in method.sparsities_for(family, ctx.params["prune"]["sparsities"]):
-        q = quality(method.load_pruned(ctx.inputs["pruned"] / f"s{s}"), batches)
+        q = quality(method.load_pruned(ctx.inputs["pruned"] / f"s{s}", device()), batches)
         q["quality_loss"] = (q["val_loss"] - dense["val_loss"]) / dense["val_loss"]
         q["flops_removed"] = 1 - q["gemm_flops"] / dense["gemm_flops"]
         results[str(s)] = q

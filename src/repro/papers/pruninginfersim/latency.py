@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from repro.core.flops import theoretical_bound
 from repro.core.timing import measure
-from repro.models.causal_lm import build_causal_lm
+from repro.models.causal_lm import build_causal_lm, device
 from repro.core.stage import StageContext, main
 from repro.papers.pruninginfersim import method
 
@@ -28,12 +28,13 @@ def key(phase: str, batch: int, seq: int) -> str:
 @torch.no_grad()
 def timed(model, phase: str, batch: int, seq: int, vocab: int, lat: dict, gen) -> dict:
     """Median seconds of a prefill of [batch, seq] (TTFT) or of one decode step after it (TPOT)."""
-    ids = torch.randint(0, vocab, (batch, seq), generator=gen)
+    dev = model.embed.weight.device
+    ids = torch.randint(0, vocab, (batch, seq), generator=gen).to(dev)
     if phase == "prefill":
         call, gemms = (lambda: model(ids)), method.gemms_of(model, ids)
     else:
         _, cache = model(ids)
-        nxt = torch.randint(0, vocab, (batch, 1), generator=gen)
+        nxt = torch.randint(0, vocab, (batch, 1), generator=gen).to(dev)
         call, gemms = (lambda: model(nxt, cache)), method.gemms_of(model, nxt, cache)
     # the recorded call above was the first warm-up call
     t = measure(call, warmup=max(0, lat["warmup"] - 1), repeats=lat["repeats"])
@@ -71,10 +72,10 @@ def run(ctx: StageContext) -> dict:
     lat = ctx.params["latency"]
     spec = ctx.params["latency_model"]
     vocab = spec.get("vocab_size", 256)
-    base = method.PrunableLlama.from_hf(build_causal_lm(spec, vocab_size=vocab))
+    base = method.PrunableLlama.from_hf(build_causal_lm(spec, vocab_size=vocab)).to(device())
     c = lat["calibration"]
     cal_gen = torch.Generator().manual_seed(ctx.seed)
-    calib = [torch.randint(0, vocab, (c["batch_size"], c["seq_len"]), generator=cal_gen)
+    calib = [torch.randint(0, vocab, (c["batch_size"], c["seq_len"]), generator=cal_gen).to(device())
              for _ in range(c["batches"])]
     grid = settings(lat)
     dense = {key(*st): timed(base, *st, vocab, lat, torch.Generator().manual_seed(ctx.seed)) for st in grid}

@@ -157,36 +157,38 @@ def block_sparse_attention(q, k, v, block: int, keep: float, name: str = "attn")
     rep = h // k.shape[1]
     k = k.repeat_interleave(rep, dim=1)
     v = v.repeat_interleave(rep, dim=1)
+    dev = q.device
     past = tk - tq  # 0 at prefill, the cache length at decode
     nkb = math.ceil(tk / block)
     pad = nkb * block - tk
     kp = F.pad(k, (0, 0, 0, pad)).view(b, h, nkb, block, d)
     vp = F.pad(v, (0, 0, 0, pad)).view(b, h, nkb, block, d)
-    key_pos = torch.arange(nkb * block).view(nkb, block)
+    key_pos = torch.arange(nkb * block, device=dev).view(nkb, block)
     k_pool = kp.sum(3) / torch.clamp((key_pos < tk).sum(1), min=1).view(1, 1, nkb, 1).to(k.dtype)
 
     nqb = math.ceil(tq / block)
     qpad = nqb * block - tq
     qp = F.pad(q, (0, 0, 0, qpad)).view(b, h, nqb, block, d)
-    q_pos = past + torch.arange(nqb * block).view(nqb, block)
+    q_pos = past + torch.arange(nqb * block, device=dev).view(nqb, block)
     q_pool = qp.mean(3)
     scores = q_pool @ k_pool.transpose(-1, -2)  # [b,h,nqb,nkb]
     last_q = torch.clamp(q_pos.min(1).values + block - 1, max=past + tq - 1)  # last real query pos
     own_block = last_q // block
-    visible = torch.arange(nkb).view(1, nkb) <= own_block.view(nqb, 1)  # causal at block level
+    visible = torch.arange(nkb, device=dev).view(1, nkb) <= own_block.view(nqb, 1)  # causal at block level
     n_visible = visible.sum(1)
     n_keep = torch.clamp(torch.ceil(keep * n_visible).long(), min=1)
     k_max = int(n_keep.max())
     scores = scores.masked_fill(~visible, float("-inf"))
-    scores = scores.masked_fill(torch.arange(nkb).view(1, nkb) == own_block.view(nqb, 1), float("inf"))
+    scores = scores.masked_fill(torch.arange(nkb, device=dev).view(1, nkb) == own_block.view(nqb, 1),
+                                float("inf"))
     idx = scores.topk(k_max, dim=-1).indices  # [b,h,nqb,k_max]
-    rank_ok = torch.arange(k_max).view(1, k_max) < n_keep.view(nqb, 1)  # [nqb,k_max]
+    rank_ok = torch.arange(k_max, device=dev).view(1, k_max) < n_keep.view(nqb, 1)  # [nqb,k_max]
 
-    bi = torch.arange(b).view(b, 1, 1, 1)
-    hi = torch.arange(h).view(1, h, 1, 1)
+    bi = torch.arange(b, device=dev).view(b, 1, 1, 1)
+    hi = torch.arange(h, device=dev).view(1, h, 1, 1)
     kg = kp[bi, hi, idx].reshape(b, h, nqb, k_max * block, d)  # only the kept blocks are copied
     vg = vp[bi, hi, idx].reshape(b, h, nqb, k_max * block, d)
-    kpos = (idx[..., None] * block + torch.arange(block)).reshape(b, h, nqb, k_max * block)
+    kpos = (idx[..., None] * block + torch.arange(block, device=dev)).reshape(b, h, nqb, k_max * block)
     allowed = (kpos[:, :, :, None, :] <= q_pos.view(1, 1, nqb, block, 1)) & (kpos < tk)[:, :, :, None, :]
     allowed &= rank_ok.repeat_interleave(block, dim=1).view(1, 1, nqb, 1, k_max * block)
     att = (qp @ kg.transpose(-1, -2)) / math.sqrt(d)
@@ -309,14 +311,14 @@ class Block(nn.Module):
         # pack executed tokens per row to the left: slot = rank of the token among its row's executed
         slot = torch.cumsum(execute.long(), dim=1)[rows, cols] - 1
         xq = self.attn["q"](x[rows, cols])  # M = executed tokens only
-        qpad = torch.zeros(b, tq, self.heads, self.head_dim, dtype=h.dtype)
+        qpad = torch.zeros(b, tq, self.heads, self.head_dim, dtype=h.dtype, device=h.device)
         qpad[rows, slot] = xq.view(-1, self.heads, self.head_dim)
-        q_rel = torch.zeros(b, tq, dtype=torch.long)  # padded slots: position 0, output discarded
+        q_rel = torch.zeros(b, tq, dtype=torch.long, device=h.device)  # padded slots: position 0, output discarded
         q_rel[rows, slot] = cols
         q_pos = q_rel + (0 if past is None else past[0].shape[2])
         qpad = apply_rope(qpad.transpose(1, 2), cos[0, 0][q_rel][:, None], sin[0, 0][q_rel][:, None])
         tk = k.shape[2]
-        mask = torch.arange(tk).view(1, 1, tk) <= q_pos[:, :, None]  # [B,tq,tk], causal by position
+        mask = torch.arange(tk, device=h.device).view(1, 1, tk) <= q_pos[:, :, None]  # [B,tq,tk], causal by position
         rep = self.heads // self.kv_heads
         if flops.recording():
             density = float(mask.float().mean()) if tq > 1 else 1.0
@@ -421,7 +423,7 @@ class PrunableLlama(nn.Module):
         """Logits [B,T,V] and the new KV cache (per layer (k, v) or None for a removed sublayer)."""
         offset = 0 if past is None else next((p[0].shape[2] for p in past if p is not None), 0)
         h = self.embed(ids)
-        cos, sin = self.rope(torch.arange(offset, offset + ids.shape[1]), h.dtype)
+        cos, sin = self.rope(torch.arange(offset, offset + ids.shape[1], device=ids.device), h.dtype)
         if trace is not None:
             trace["tokens"] = trace.get("tokens", 0) + ids.numel()
         cache = []
@@ -583,7 +585,7 @@ def prune_sparse24(model, norms: dict | None, gen=None):
             for op in ops:
                 lin = getattr(block, group)[op]
                 w = lin.weight.data
-                score = w.abs() * norms[lin.name][None] if norms else torch.rand(w.shape, generator=gen)
+                score = w.abs() * norms[lin.name][None] if norms else torch.rand(w.shape, generator=gen).to(w.device)
                 w.mul_(mask_24(score).to(w.dtype))
                 lin.sparse24 = True
     return model, None
@@ -629,7 +631,7 @@ def calibrate_router_thresholds(model, batches, s: float) -> None:
         probs = torch.cat([block.router.prob(h).flatten() for h in hidden]).float()
         block.router.threshold.fill_(float(torch.quantile(probs, s)))
         for j, h in enumerate(hidden):
-            cos, sin = model.rope(torch.arange(h.shape[1]), h.dtype)
+            cos, sin = model.rope(torch.arange(h.shape[1], device=h.device), h.dtype)
             hidden[j] = block(h, cos, sin, None)[0]
 
 
@@ -742,15 +744,15 @@ def save_pruned(model: PrunableLlama, folder) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "structure.json", model.structure())
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
 
 
-def load_pruned(folder) -> PrunableLlama:
+def load_pruned(folder, device: str = "cpu") -> PrunableLlama:
     from safetensors.torch import load_file
 
     from repro.core.io import read_json
 
-    state = load_file(str(folder / "model.safetensors"))
-    model = PrunableLlama(read_json(folder / "structure.json")).to(state["embed.weight"].dtype)
+    state = load_file(str(folder / "model.safetensors"), device=device)
+    model = PrunableLlama(read_json(folder / "structure.json")).to(state["embed.weight"].dtype).to(device)
     model.load_state_dict(state)
     return model.eval()

@@ -3,18 +3,20 @@ import torch
 
 from repro.core.stage import StageContext, main
 from repro.data.corpus import fixed_windows, load_tokens, random_windows
+from repro.models.causal_lm import device
 from repro.papers.pruninginfersim import method
 
 
 def calibration_batches(tokens, c: dict) -> list[torch.Tensor]:
-    return fixed_windows(tokens, c["batches"] * c["batch_size"], c["seq_len"], c["batch_size"])
+    return [b.to(device()) for b in fixed_windows(tokens, c["batches"] * c["batch_size"], c["seq_len"],
+                                                  c["batch_size"])]
 
 
 def run(ctx: StageContext) -> dict:
     family = ctx.wildcards["family"]
     p = ctx.params["prune"]
     tokens = load_tokens(ctx.inputs["data"], "train")
-    base = method.PrunableLlama.from_checkpoint(ctx.inputs["model"] / "model")
+    base = method.PrunableLlama.from_checkpoint(ctx.inputs["model"] / "model").to(device())
     calib = calibration_batches(tokens, p["calibration"])
     r = p["router"]
     metrics = {}
@@ -22,7 +24,7 @@ def run(ctx: StageContext) -> dict:
         pruned, info = method.apply_family(
             base, family, s, calib=calib, p=p,
             router_batches=lambda step: random_windows(tokens, r["batch_size"], r["seq_len"],
-                                                       ctx.seed * 7919 + step))
+                                                       ctx.seed * 7919 + step).to(device()))
         method.save_pruned(pruned, ctx.out / f"s{s}")
         entry = {"parameters": sum(t.numel() for t in pruned.parameters())}
         if family == "static_depth":
