@@ -53,14 +53,19 @@ def stdlib_corpus(train_bytes: int, validation_bytes: int, validation_fraction: 
 
 
 def load_text_corpus(source: dict):
-    """`source.kind`: `stdlib` (built here) or `hub` (`datasets.load_dataset(**source.load)`)."""
+    """`source.kind`: `stdlib` (built here) or `hub` (`datasets.load_dataset(**source.load)`; with
+    `holdout_fraction`, validation is carved out of the train split)."""
     import datasets
 
     if source["kind"] == "stdlib":
         return stdlib_corpus(source["train_bytes"], source["validation_bytes"],
                              source["validation_fraction"])
     loaded = datasets.load_dataset(**source["load"])
-    return datasets.DatasetDict({"train": loaded[source.get("train_split", "train")],
+    train = loaded[source.get("train_split", "train")]
+    if "holdout_fraction" in source:  # one-split corpora (OpenWebText): a seeded held-out slice
+        parts = train.train_test_split(test_size=source["holdout_fraction"], seed=0)
+        return datasets.DatasetDict({"train": parts["train"], "validation": parts["test"]})
+    return datasets.DatasetDict({"train": train,
                                  "validation": loaded[source.get("validation_split", "validation")]})
 
 

@@ -17,8 +17,13 @@ def cosine_lr(step: int, steps: int, warmup: int) -> float:
 
 def train_causal_lm(model, next_batch: Callable[[int], torch.Tensor], *, steps: int, lr: float,
                     warmup: int = 0, weight_decay: float = 0.0, grad_clip: float = 1.0,
-                    desc: str = "train") -> list[float]:
-    """Train on `next_batch(step)` token batches [B, T]; returns the loss per step."""
+                    desc: str = "train", aux_loss: Callable[[], torch.Tensor] | None = None,
+                    after_step: Callable[[int], None] | None = None) -> list[float]:
+    """Train on `next_batch(step)` token batches [B, T]; returns the LM loss per step.
+
+    `aux_loss()` is added to the LM loss after each forward (e.g. an MoE balancing loss that reads what
+    the forward kept); `after_step(step)` runs after each optimizer step (adaptive coefficients, logging).
+    """
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -30,13 +35,15 @@ def train_causal_lm(model, next_batch: Callable[[int], torch.Tensor], *, steps: 
     for step in tqdm(range(steps), desc=desc, mininterval=5):
         batch = next_batch(step).to(accelerator.device)
         loss = model(input_ids=batch, labels=batch).loss
-        accelerator.backward(loss)
+        accelerator.backward(loss + aux_loss() if aux_loss else loss)
         if grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if after_step:
+            after_step(step)
     model.eval()
     return losses
 

@@ -1,0 +1,1 @@
+"""Routing-Free MoE: experts that activate themselves, unified adaptive balancing (see method.py)."""

@@ -1,0 +1,115 @@
+"""Stage 5: claims R1-R4 decided from the evaluate and threshold metrics; tables and figures."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from repro.core.io import atomic_write_text, read_json  # noqa: E402
+from repro.core.stage import StageContext, main  # noqa: E402
+from repro.papers.routing_free_moe import claims  # noqa: E402
+from repro.papers.routing_free_moe.arms import mu_arms, run_key  # noqa: E402
+
+
+def smooth(values: list[float], width: int) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    width = max(1, min(width, len(v)))
+    return np.convolve(v, np.ones(width) / width, mode="valid")
+
+
+def save(fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def loss_figure(runs: dict, curves: dict, path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, rs in claims.by_arm(runs).items():
+        vc = [curves[run_key(arm, r["seed"])]["val_curve"] for r in rs]
+        steps = [s for s, _ in vc[0]]
+        mean = np.mean([[v for _, v in c] for c in vc], axis=0)
+        ax.plot(steps, mean, "o-" if arm in ("dense", "topk", "rf") else "--", ms=3,
+                label=f"{arm} ({len(rs)} seeds)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation loss (nats / byte)")
+    ax.set_title("Validation loss during pre-training (mean over seeds)")
+    ax.legend(fontsize=8)
+    save(fig, path)
+
+
+def control_figure(curves: dict, mus: dict, target: float, key: str, path, log: bool = False) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for mu, arm in mus.items():
+        for k, c in sorted(curves.items()):
+            if k.startswith(arm + "_s"):
+                y = smooth(c[key], 10) if key == "rho" else np.asarray(c[key])
+                ax.plot(np.arange(len(y)) + 1, y, lw=1, label=f"mu={mu} ({k})")
+    if key == "rho":
+        ax.axhline(target, color="k", ls=":", label=f"target rho* = {target}")
+        ax.set_ylabel("density rho(t) (10-step mean)")
+    else:
+        ax.set_ylabel("lambda(t)")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.legend(fontsize=7)
+    save(fig, path)
+
+
+def spread_figure(mu_rows: dict, loads: dict, mus: dict, path) -> None:
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = list(mu_rows)
+    x = np.arange(len(labels))
+    for off, key, name in ((-0.2, "expert_load_cv", "expert-load CV"), (0.2, "token_compute_cv", "token-compute CV")):
+        a1.bar(x + off, [mu_rows[m][key] or 0 for m in labels], width=0.4, label=name)
+    a1.set_xticks(x, [f"mu={m}" for m in labels])
+    a1.set_title("Spread across experts vs across tokens")
+    a1.legend(fontsize=8)
+    for mu, arm in mus.items():
+        for k, load in sorted(loads.items()):
+            if k.startswith(arm + "_s"):
+                a2.plot(sorted(load, reverse=True), lw=1, label=f"mu={mu} ({k})")
+    a2.set_xlabel("layer x expert, by load")
+    a2.set_ylabel("fraction of tokens activating it")
+    a2.set_title("Expert load on validation")
+    a2.legend(fontsize=7)
+    save(fig, path)
+
+
+def threshold_figure(r4: dict, sweep_runs: dict, path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, r in sorted(sweep_runs.items()):
+        ax.plot(r4["thetas"], [r["sweep"][str(t)]["val_loss"] for t in r4["thetas"]], lw=0.8, alpha=0.6, label=k)
+    ax.plot(r4["thetas"], r4["val_loss"], "ko-", label="mean")
+    ax.axvline(r4["trained_theta"], color="k", ls=":", label="trained theta")
+    ax.set_xlabel("inference threshold theta")
+    ax.set_ylabel("validation loss (nats / byte)")
+    ax2 = ax.twinx()
+    ax2.plot(r4["thetas"], r4["density"], "s--", color="tab:red", ms=3)
+    ax2.set_ylabel("density (red)")
+    ax.legend(fontsize=8)
+    save(fig, path)
+
+
+def run(ctx: StageContext) -> dict:
+    runs = read_json(ctx.inputs["evaluate"] / "metrics.json")["metrics"]["runs"]
+    curves = read_json(ctx.inputs["evaluate"] / "curves.json")
+    loads = read_json(ctx.inputs["evaluate"] / "expert_load.json")
+    sweep = read_json(ctx.inputs["threshold"] / "metrics.json")["metrics"]["runs"]
+    rf = ctx.params["arms"]["rf"]
+    mus = mu_arms(ctx.params)
+    m = claims.decide(runs, sweep, mus, rf, ctx.params["analysis"]["r4_tolerance"])
+    loss_figure(runs, curves, ctx.out / "val_loss.png")
+    control_figure(curves, mus, rf["density_target"], "rho", ctx.out / "density.png")
+    control_figure(curves, mus, rf["density_target"], "lambda", ctx.out / "lambda.png", log=True)
+    spread_figure(m["r3"]["mu"], loads, mus, ctx.out / "spread.png")
+    threshold_figure(m["r4"], sweep, ctx.out / "threshold.png")
+    atomic_write_text(ctx.out / "tables.md", claims.report_tables(m, runs))
+    for name in ("val_loss.png", "density.png", "lambda.png", "spread.png", "threshold.png", "tables.md"):
+        ctx.log_artifact(ctx.out / name)
+    return m
+
+
+if __name__ == "__main__":
+    main(run)

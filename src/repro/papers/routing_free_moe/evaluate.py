@@ -1,0 +1,36 @@
+"""Stage 4: every trained model on the same held-out windows: loss, and for routing-free models who is
+active (density, expert-load and per-token-compute spread, dead experts); training curves collected."""
+import statistics
+
+from repro.core.io import atomic_write_json, read_json
+from repro.core.stage import StageContext, main
+from repro.data.corpus import fixed_windows, load_tokens
+from repro.papers.routing_free_moe.method import load_model, routing_stats
+
+
+def run(ctx: StageContext) -> dict:
+    ev = ctx.params["evaluate"]
+    batches = fixed_windows(load_tokens(ctx.inputs["data"], "validation"), ev["windows"], ev["seq_len"],
+                            ev["batch_size"])
+    runs, curves, loads = {}, {}, {}
+    for key, path in sorted(ctx.inputs.items()):
+        if key == "data":
+            continue
+        model, arm = load_model(path / "model")
+        stats = routing_stats(model, batches)
+        if "expert_load" in stats:
+            loads[key] = stats.pop("expert_load")
+        train = read_json(path / "metrics.json")["metrics"]
+        runs[key] = {**{k: train.get(k) for k in ("arm", "kind", "seed", "mu", "rho_final", "lambda_final",
+                                                    "params_non_embedding", "active_ffn_params_per_layer")},
+                     **stats}
+        curves[key] = read_json(path / "history.json")
+        if curves[key].get("rho"):  # all experts start active: the FFN compute actually spent in training
+            runs[key]["rho_mean_train"] = statistics.mean(curves[key]["rho"])
+    atomic_write_json(ctx.out / "curves.json", curves)
+    atomic_write_json(ctx.out / "expert_load.json", loads)
+    return {"runs": runs}
+
+
+if __name__ == "__main__":
+    main(run)

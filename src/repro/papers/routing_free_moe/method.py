@@ -1,0 +1,257 @@
+"""Routing-Free MoE: experts that switch themselves on, balanced by one adaptive loss.
+
+Read top to bottom:
+1. `RoutingFreeMoE` replaces a Llama MLP. Expert e owns a low-rank gate A_e (r x d); its score is
+   s_e(x) = gamma_e * ||A_e x|| - b_e and it is active iff s_e >= theta. There is no router, no
+   softmax, no top-k and no fixed number of experts per token. The output is the sum over active
+   experts of s_e(x) * FFN_e(x), FFN_e(x) = W_down,e [act(B_e A_e x) * W_up,e x].
+2. `balancing_losses` balances over all layers x experts at once: L_E (expert balance) and L_T
+   (token balance) on P = ReLU(scores), M = 1[P >= theta]; `RoutingFreeAux` mixes them with mu and
+   scales by lambda, which `AdaptiveLambda` moves after each step towards the target density.
+3. `TopKMoE` is the baseline (softmax router, top-k, Switch load-balancing loss); `build_model`
+   swaps either into the shared Llama model, `active_ffn_params` counts what a token touches.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+def _normal(*shape: int, std: float = 0.02) -> nn.Parameter:
+    return nn.Parameter(torch.randn(*shape) * std)
+
+
+class RoutingFreeMoE(nn.Module):
+    def __init__(self, hidden: int, experts: int, expert_size: int, rank: int, threshold: float):
+        super().__init__()
+        self.gate_a = _normal(experts, rank, hidden)  # A_e: the expert's own low-rank gate
+        # B_e lifts the gate to the FFN width. std 1/sqrt(r) gives B_e A_e x the scale of a dense gate
+        # projection W_gate x (std 0.02 over d inputs); at 0.02 the two small factors left deep experts inert.
+        self.gate_b = _normal(experts, expert_size, rank, std=rank ** -0.5)
+        self.up = _normal(experts, expert_size, hidden)
+        self.down = _normal(experts, hidden, expert_size)
+        self.scale = nn.Parameter(torch.ones(experts))  # gamma_e
+        self.bias = nn.Parameter(torch.zeros(experts))  # b_e
+        self.threshold = threshold  # a plain attribute: the inference sweep changes it in place
+        self.last_scores: torch.Tensor | None = None  # [tokens, experts], read by the balancing loss
+
+    def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gate activations A_e x [..., E, r] and scores s_e(x) [..., E]."""
+        h = torch.einsum("...d,erd->...er", x, self.gate_a)
+        return h, self.scale * h.norm(dim=-1) - self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, s = self.scores(x)
+        self.last_scores = s.reshape(-1, s.shape[-1])
+        # Inactive experts get weight 0 (and no gradient from the LM loss). Every expert is computed
+        # and masked: the same numbers as gathering the active tokens, and faster at this size on CPU.
+        weight = torch.where(s >= self.threshold, s, torch.zeros_like(s))
+        inner = F.silu(torch.einsum("...er,eir->...ei", h, self.gate_b))
+        inner = inner * torch.einsum("...d,eid->...ei", x, self.up) * weight.unsqueeze(-1)
+        return torch.einsum("...ei,edi->...d", inner, self.down)
+
+
+def balancing_losses(p: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L_E, L_T and density rho from P [tokens, layers*experts] = ReLU(scores) (ReLU taken by caller)."""
+    m = (p >= threshold).to(p.dtype)  # no gradient through the indicator: P carries it
+    l_e = (m.mean(0) * p.mean(0)).mean()  # per (layer, expert): how often active x how strongly
+    l_t = (m.mean(1) * p.mean(1)).mean()  # per token: how many experts x how strongly
+    return l_e, l_t, m.mean()
+
+
+class AdaptiveLambda:
+    """lambda <- min(1, lambda * (1 + eta)^sign(rho - rho*)): up when too dense, down when too sparse."""
+
+    def __init__(self, initial: float, eta: float, target: float):
+        self.value, self.eta, self.target = initial, eta, target
+
+    def update(self, rho: float) -> float:
+        sign = (rho > self.target) - (rho < self.target)
+        self.value = min(1.0, self.value * (1 + self.eta) ** sign)
+        return self.value
+
+
+def _layers_of(model, cls) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, cls)]
+
+
+class RoutingFreeAux:
+    """The unified balancing loss over every layer x expert, and its adaptive weight.
+
+    `loss()` runs after the forward pass (it reads the scores each layer kept), `after_step()` after
+    the optimizer step; `history` keeps rho(t) and lambda(t) for the figures.
+    """
+
+    def __init__(self, model, threshold: float, mu: float, lambda0: float, eta: float, target: float):
+        self.layers = _layers_of(model, RoutingFreeMoE)
+        self.threshold, self.mu = threshold, mu
+        self.lam = AdaptiveLambda(lambda0, eta, target)
+        self.history: dict[str, list[float]] = {"rho": [], "lambda": [], "l_e": [], "l_t": []}
+        self._rho = 0.0
+
+    def loss(self) -> torch.Tensor:
+        p = F.relu(torch.cat([layer.last_scores for layer in self.layers], dim=-1))
+        l_e, l_t, rho = balancing_losses(p, self.threshold)
+        self._rho = rho.item()
+        self.history["l_e"].append(l_e.item())
+        self.history["l_t"].append(l_t.item())
+        return self.lam.value * (self.mu * l_e + (1 - self.mu) * l_t)
+
+    def after_step(self, step: int) -> None:
+        self.history["rho"].append(self._rho)
+        self.history["lambda"].append(self.lam.update(self._rho))
+
+
+class TopKMoE(nn.Module):
+    """Baseline: softmax router, the k best experts per token (weights renormalised), SwiGLU experts."""
+
+    def __init__(self, hidden: int, experts: int, expert_size: int, k: int):
+        super().__init__()
+        self.router = nn.Linear(hidden, experts, bias=False)
+        nn.init.normal_(self.router.weight, std=0.02)
+        self.gate = _normal(experts, expert_size, hidden)
+        self.up = _normal(experts, expert_size, hidden)
+        self.down = _normal(experts, hidden, expert_size)
+        self.k = k
+        self.last_probs: torch.Tensor | None = None
+        self.last_choice: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        probs = self.router(flat).softmax(-1)
+        weight, choice = probs.topk(self.k, dim=-1)
+        weight = weight / weight.sum(-1, keepdim=True)
+        self.last_probs, self.last_choice = probs, choice
+        out = torch.zeros_like(flat)
+        for e in range(self.gate.shape[0]):  # only the tokens sent to expert e
+            token, slot = (choice == e).nonzero(as_tuple=True)
+            xe = flat[token]
+            ye = (F.silu(xe @ self.gate[e].T) * (xe @ self.up[e].T)) @ self.down[e].T
+            out.index_add_(0, token, ye * weight[token, slot].unsqueeze(-1))
+        return out.reshape(x.shape)
+
+
+class TopKAux:
+    """Switch-Transformer load balancing, E * sum_e f_e P_e, averaged over layers, times `coef`."""
+
+    def __init__(self, model, coef: float):
+        self.layers = _layers_of(model, TopKMoE)
+        self.coef = coef
+        self.history: dict[str, list[float]] = {}
+
+    def loss(self) -> torch.Tensor:
+        total = 0.0
+        for layer in self.layers:
+            experts = layer.last_probs.shape[-1]
+            f = F.one_hot(layer.last_choice, experts).float().sum(1).mean(0) / layer.k
+            total = total + experts * (f * layer.last_probs.mean(0)).sum()
+        return self.coef * total / len(self.layers)
+
+    def after_step(self, step: int) -> None:
+        pass
+
+
+def make_ffn(arm: dict, hidden: int) -> nn.Module:
+    if arm["kind"] == "topk":
+        return TopKMoE(hidden, arm["experts"], arm["expert_size"], arm["k"])
+    return RoutingFreeMoE(hidden, arm["experts"], arm["expert_size"], arm["rank"], arm["threshold"])
+
+
+def swap_mlps(model, arm: dict):
+    """Each layer's MLP replaced by the arm's FFN (dense: unchanged)."""
+    if arm["kind"] != "dense":
+        for layer in model.model.layers:
+            layer.mlp = make_ffn(arm, model.config.hidden_size).to(model.dtype)
+    return model
+
+
+def build_model(model_spec: dict, arm: dict, vocab_size: int | None = None):
+    """The shared Llama model (fresh from sizes, or `pretrained`) with the arm's FFNs."""
+    from repro.models.causal_lm import build_causal_lm
+
+    return swap_mlps(build_causal_lm(model_spec, vocab_size=vocab_size), arm)
+
+
+def make_aux(model, arm: dict):
+    """The arm's auxiliary loss (None for dense)."""
+    if arm["kind"] == "topk":
+        return TopKAux(model, arm["aux_coef"])
+    if arm["kind"] == "routing_free":
+        return RoutingFreeAux(model, arm["threshold"], arm["mu"], arm["lambda0"], arm["eta"],
+                              arm["density_target"])
+    return None
+
+
+def set_threshold(model, theta: float) -> None:
+    for layer in _layers_of(model, RoutingFreeMoE):
+        layer.threshold = theta
+
+
+def active_ffn_params(arm: dict, hidden: int, intermediate: int) -> float:
+    """FFN weights one token touches per layer. Routing-free: every gate A_e is needed for the scores,
+    B_e/up/down of the expected rho* x E active experts; top-k: router + k experts."""
+    if arm["kind"] == "dense":
+        return 3 * hidden * intermediate
+    if arm["kind"] == "topk":
+        return hidden * arm["experts"] + arm["k"] * 3 * hidden * arm["expert_size"]
+    e, i, r = arm["experts"], arm["expert_size"], arm["rank"]
+    return e * r * hidden + arm["density_target"] * e * (r * i + 2 * hidden * i)
+
+
+@torch.no_grad()
+def routing_stats(model, batches: list[torch.Tensor]) -> dict:
+    """Validation loss and, for routing-free layers, who is active: density, load and compute spread."""
+    from repro.models.training import mean_loss
+
+    layers = _layers_of(model, RoutingFreeMoE)
+    masks = []
+
+    def forward_loss(b):
+        out = model(input_ids=b, labels=b).loss
+        if layers:
+            masks.append(torch.cat([(l.last_scores >= l.threshold) for l in layers], -1).float())
+        return out
+
+    val = mean_loss(forward_loss, batches)
+    stats = {"val_loss": val, "val_bits_per_token": val / math.log(2)}
+    if layers:
+        m = torch.cat(masks)  # [tokens, layers * experts]
+        load, per_token = m.mean(0), m.sum(1)
+        stats.update(density=m.mean().item(), expert_load_cv=_cv(load), token_compute_cv=_cv(per_token),
+                     dead_experts=int((load == 0).sum()), experts_total=int(load.numel()),
+                     mean_active_per_layer=per_token.mean().item() / len(layers),
+                     expert_load=load.tolist())
+    return stats
+
+
+def _cv(v: torch.Tensor) -> float | None:
+    """Coefficient of variation std/mean (None when nothing is active: undefined)."""
+    mean = v.mean().item()
+    return v.std(unbiased=False).item() / mean if mean > 0 else None
+
+
+def save_model(model, arm: dict, path: Path | str) -> None:
+    """config.json (the Llama backbone) + arm.json (the FFN) + model.safetensors."""
+    from safetensors.torch import save_model as save_tensors
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(str(path))
+    (path / "arm.json").write_text(json.dumps(arm, indent=2, sort_keys=True) + "\n")
+    save_tensors(model, str(path / "model.safetensors"))
+
+
+def load_model(path: Path | str):
+    import transformers
+    from safetensors.torch import load_model as load_tensors
+
+    path = Path(path)
+    config = transformers.AutoConfig.from_pretrained(str(path))
+    arm = json.loads((path / "arm.json").read_text())
+    model = swap_mlps(transformers.AutoModelForCausalLM.from_config(config, dtype=config.dtype), arm)
+    load_tensors(model, str(path / "model.safetensors"))
+    return model.eval(), arm

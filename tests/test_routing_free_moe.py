@@ -1,0 +1,257 @@
+"""Routing-Free MoE: the layer's activation rule, balancing losses, adaptive lambda, the top-k baseline,
+claim decisions on constructed numbers, and the `paper` profile's code path on local files."""
+import copy
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from repro.core import config as rc
+from repro.core.stage import main
+from repro.papers.routing_free_moe import arms, claims, method
+from repro.papers.routing_free_moe.method import AdaptiveLambda, RoutingFreeMoE, TopKMoE
+
+TINY = {"arch": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64}
+RF = {"kind": "routing_free", "experts": 6, "expert_size": 8, "rank": 8, "threshold": 0.2,
+      "density_target": 0.25, "lambda0": 1e-3, "eta": 0.2, "mu": 0.5, "lr": 0.003}
+TOPK = {"kind": "topk", "experts": 4, "k": 2, "expert_size": 16, "aux_coef": 0.01, "lr": 0.003}
+
+
+def constructed_layer() -> RoutingFreeMoE:
+    """hidden 4, 3 experts, rank 2: expert e's gate reads coordinate e, so ||A_e x|| = |x_e|."""
+    layer = RoutingFreeMoE(hidden=4, experts=3, expert_size=5, rank=2, threshold=0.2)
+    with torch.no_grad():
+        layer.gate_a.zero_()
+        for e in range(3):
+            layer.gate_a[e, 0, e] = 1.0
+    return layer
+
+
+def test_layer_has_no_router_softmax_or_topk(monkeypatch):
+    layer = RoutingFreeMoE(hidden=16, experts=4, expert_size=8, rank=4, threshold=0.2)
+    names = {n for n, _ in layer.named_parameters()}
+    assert names == {"gate_a", "gate_b", "up", "down", "scale", "bias"}  # per-expert only, no router
+    assert not any(isinstance(m, torch.nn.Linear) for m in layer.modules())
+
+    def forbidden(*a, **k):
+        raise AssertionError("softmax/top-k called in the routing-free path")
+
+    for obj, name in ((torch, "softmax"), (torch, "topk"), (torch.Tensor, "softmax"), (torch.Tensor, "topk"),
+                      (F, "softmax"), (torch, "sort"), (torch.Tensor, "sort")):
+        monkeypatch.setattr(obj, name, forbidden)
+    layer(torch.randn(2, 5, 16)).sum().backward()
+
+
+def test_expert_is_active_exactly_when_its_score_clears_theta():
+    layer = constructed_layer()
+    x = torch.tensor([[0.3, -0.1, 0.2, 0.7]])  # scores 0.3, 0.1, 0.2 -> active, inactive, active (>=)
+    _, s = layer.scores(x)
+    assert torch.allclose(s, torch.tensor([[0.3, 0.1, 0.2]]))
+    out = layer(x)
+    expected = sum(s[0, e] * (layer.down[e] @ (F.silu(layer.gate_b[e] @ (layer.gate_a[e] @ x[0]))
+                                                * (layer.up[e] @ x[0]))) for e in (0, 2))
+    assert torch.allclose(out[0], expected, atol=1e-6)
+    with torch.no_grad():  # the inactive expert's weights do not matter, an active one's do
+        layer.up[1].mul_(5)
+        assert torch.equal(layer(x), out)
+        layer.up[2].mul_(5)
+        assert not torch.allclose(layer(x), out)
+    with torch.no_grad():  # gamma_e and b_e move the score: s = gamma * ||A x|| - b
+        layer.scale[1] = 3.0
+        layer.bias[0] = 0.2
+    _, s = layer.scores(x)
+    assert torch.allclose(s, torch.tensor([[0.1, 0.3, 0.2]]))
+
+
+def test_balancing_losses_on_hand_computed_p():
+    p = torch.tensor([[0.5, 0.0, 0.1], [0.3, 0.4, 0.0]])
+    l_e, l_t, rho = method.balancing_losses(p, 0.2)
+    # M = [[1,0,0],[1,1,0]]; per expert: mean M (1, .5, 0) x mean P (.4, .2, .05) -> mean (.4 + .1 + 0) / 3
+    assert l_e.item() == pytest.approx((0.4 + 0.1 + 0.0) / 3)
+    # per token: mean M (1/3, 2/3) x mean P (.2, .7/3) -> mean
+    assert l_t.item() == pytest.approx((1 / 3 * 0.2 + 2 / 3 * 0.7 / 3) / 2)
+    assert rho.item() == pytest.approx(0.5)
+
+
+def test_lambda_moves_up_when_too_dense_and_down_when_too_sparse():
+    lam = AdaptiveLambda(1e-3, eta=0.2, target=0.25)
+    assert lam.update(0.5) == pytest.approx(1.2e-3)
+    assert lam.update(0.1) == pytest.approx(1e-3)
+    assert lam.update(0.25) == pytest.approx(1e-3)
+    lam.value = 0.95
+    assert lam.update(0.9) == 1.0  # capped at 1
+
+
+def test_loss_is_finite_with_every_expert_inactive():
+    torch.manual_seed(0)
+    model = method.build_model(TINY, RF, vocab_size=64)
+    for layer in model.model.layers:
+        with torch.no_grad():
+            layer.mlp.bias.fill_(100.0)  # every score far below theta
+    aux = method.make_aux(model, RF)
+    ids = torch.randint(0, 64, (2, 16))
+    loss = model(input_ids=ids, labels=ids).loss
+    extra = aux.loss()
+    assert aux._rho == 0.0 and extra.item() == 0.0
+    (loss + extra).backward()
+    assert math.isfinite(loss.item())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert torch.equal(model.model.layers[0].mlp(torch.randn(2, 3, 32)), torch.zeros(2, 3, 32))
+
+
+def test_topk_baseline_equals_dense_computation():
+    torch.manual_seed(0)
+    layer = TopKMoE(hidden=8, experts=4, expert_size=6, k=2)
+    x = torch.randn(3, 5, 8)
+    out = layer(x)
+    probs = layer.router(x).softmax(-1)
+    w, idx = probs.topk(2, -1)
+    w = w / w.sum(-1, keepdim=True)
+    ref = torch.zeros_like(x)
+    for e in range(4):
+        ye = (F.silu(x @ layer.gate[e].T) * (x @ layer.up[e].T)) @ layer.down[e].T
+        ref += ye * (w * (idx == e)).sum(-1, keepdim=True)
+    assert torch.allclose(out, ref, atol=1e-6)
+    aux = method.TopKAux(torch.nn.ModuleList([layer]), 0.01)
+    assert aux.loss().item() == pytest.approx(0.01, rel=0.5)  # E * sum f P ~ 1 when near balanced
+
+
+def test_mini_arms_have_matched_active_parameters():
+    sec = rc.load_paper("routing_free_moe")["mini"]
+    d, i = sec["model"]["hidden_size"], sec["model"]["intermediate_size"]
+    counts = [method.active_ffn_params(sec["arms"][a], d, i) for a in arms.MAIN_ARMS]
+    assert max(counts) / min(counts) < 1.05
+    assert method.active_ffn_params(sec["arms"]["rf"], d, i) <= method.active_ffn_params(sec["arms"]["topk"], d, i)
+
+
+def test_training_moves_lambda_and_checkpoints_round_trip(tmp_path):
+    from repro.models.training import train_causal_lm
+
+    def train():
+        torch.manual_seed(0)
+        model = method.build_model(TINY, RF, vocab_size=64)
+        aux = method.make_aux(model, RF)
+        batches = lambda s: torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(s))  # noqa: E731
+        losses = train_causal_lm(model, batches, steps=5, lr=0.003, aux_loss=aux.loss, after_step=aux.after_step)
+        return model, aux, losses
+
+    model, aux, losses = train()
+    assert len(aux.history["rho"]) == len(aux.history["lambda"]) == 5
+    assert aux.history["rho"][0] > 0.25 and aux.history["lambda"][0] == pytest.approx(1.2e-3)  # all on at init
+    assert train()[2] == losses  # same seed, same numbers
+    method.save_model(model, RF, tmp_path / "m")
+    loaded, arm = method.load_model(tmp_path / "m")
+    ids = torch.randint(0, 64, (2, 16))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+    assert arm == RF
+
+
+def test_arm_names_and_runs():
+    sec = rc.load_paper("routing_free_moe")["mini"]
+    assert arms.mu_arms(sec) == {0.0: "rf_mu0", 0.5: "rf", 1.0: "rf_mu100"}
+    assert arms.arm_spec(sec["arms"], "rf_mu100")["mu"] == 1.0
+    assert ("rf_mu0", 0) in arms.runs(sec) and ("rf", 1) in arms.runs(sec)
+
+
+# ---------------------------------------------------------------- claim decisions on constructed numbers
+def test_threshold_sweep_monotone_and_smooth():
+    def sweep(losses):
+        return {"rf_s0": {"sweep": {str(t): {"val_loss": v, "density": 0.2} for t, v in zip([0.1, 0.2, 0.3], losses)}}}
+
+    ok = claims.threshold_sweep(sweep([2.1, 2.0, 2.3]), 0.2, 0.001)
+    assert ok["monotone"] and ok["max_step_rel"] == pytest.approx(0.15)
+    assert not claims.threshold_sweep(sweep([1.9, 2.0, 2.3]), 0.2, 0.001)["monotone"]  # lower theta helps
+    assert claims.threshold_sweep(sweep([1.999, 2.0, 2.3]), 0.2, 0.001)["monotone"]  # within tolerance
+
+
+def test_decide_on_constructed_runs():
+    def r(arm, seed, loss, e_cv=0.5, t_cv=0.5, rho=0.26):
+        return {"arm": arm, "seed": seed, "val_loss": loss, "expert_load_cv": e_cv, "token_compute_cv": t_cv,
+                "dead_experts": 0, "density": rho, "rho_final": rho, "lambda_final": 0.1,
+                "active_ffn_params_per_layer": 1, "params_non_embedding": 1}
+
+    runs = {"dense_s0": r("dense", 0, 2.0), "topk_s0": r("topk", 0, 1.9), "rf_s0": r("rf", 0, 1.8),
+            "rf_mu0_s0": r("rf_mu0", 0, 1.8, e_cv=0.9, t_cv=0.2), "rf_mu100_s0": r("rf_mu100", 0, 1.8, 0.3, 0.6)}
+    sweep = {"rf_s0": {"sweep": {"0.1": {"val_loss": 1.85, "density": 0.3}, "0.2": {"val_loss": 1.8, "density": 0.25},
+                                 "0.3": {"val_loss": 1.9, "density": 0.2}}}}
+    m = claims.decide(runs, sweep, {0.0: "rf_mu0", 0.5: "rf", 1.0: "rf_mu100"}, RF, 0.001)
+    assert m["r1"]["rf_minus_topk_loss"] == pytest.approx(-0.1)
+    assert m["r2"]["abs_gap"] == pytest.approx(0.01)
+    assert m["r3"]["expert_cv_mu0_minus_mu1"] == pytest.approx(0.6)
+    assert m["r3"]["token_cv_mu1_minus_mu0"] == pytest.approx(0.4)
+    assert m["r4"]["monotone"]
+    assert "| rf |" in claims.report_tables(m, {k: {**v, "kind": "x"} for k, v in runs.items()})
+
+
+# ---------------------------------------------------------------- the `paper` profile's code path
+def run_stage(module, path, out, sections, inputs=(), wildcards=()):
+    argv = ["--paper", "routing_free_moe", "--stage", module.__name__.rsplit(".", 1)[-1], "--profile", "paper",
+            "--params", str(path), "--sections", ",".join(sections), "--seed", "0", "--threads", "1",
+            "--out", str(out), "--no-tracking"]
+    argv += [a for k, v in inputs for a in ("--input", f"{k}={v}")]
+    argv += [a for k, v in wildcards for a in ("--wildcard", f"{k}={v}")]
+    main(module.run, argv)
+    return json.loads((out / "metrics.json").read_text())["metrics"]
+
+
+def test_paper_profile_chain_on_local_files(tmp_path):
+    """Hub names swapped for a local text file (load_dataset("text")), a local tokenizer and a tiny local
+    checkpoint (save_pretrained) whose MLPs are replaced; same stages, accelerate, flash-attn fallback."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from conftest import tiny_llama_config
+    from repro.papers.routing_free_moe import analysis, data, evaluate, threshold, train
+
+    text = "\n".join(f"def f{i}(x):\n    return x * {i} + {i % 7}" for i in range(300))
+    (tmp_path / "train.txt").write_text(text)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=tok).save_pretrained(tmp_path / "tok")
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(vocab_size=tok.get_vocab_size(), num_hidden_layers=2)).save_pretrained(
+        tmp_path / "ckpt")
+
+    params = copy.deepcopy(rc.load_paper("routing_free_moe"))
+    sec = params["paper"]
+    # Same keys and code as the published setting (one-split corpus with a held-out slice, hub tokenizer,
+    # bf16 + flash-attn request); only names point at local files and sizes shrink.
+    load = {"path": "text", "data_files": {"train": str(tmp_path / "train.txt")}}
+    sec["data"] = {"source": {"kind": "hub", "load": load, "train_split": "train", "holdout_fraction": 0.2},
+                   "tokenizer": str(tmp_path / "tok")}
+    sec["model"] = {"pretrained": str(tmp_path / "ckpt"), "dtype": "bfloat16",
+                    "attn_implementation": "flash_attention_2"}
+    sec["arms"]["topk"].update(experts=4, k=2, expert_size=16)
+    sec["arms"]["rf"].update(experts=4, expert_size=8, rank=8)
+    sec["seeds"] = [0]
+    sec["mu_sweep"] = {"values": [0.0, 1.0], "seeds": [0]}
+    sec["train"].update(steps=2, batch_size=2, seq_len=16, warmup=1, val_every=1, val_windows=2)
+    sec["evaluate"] = {"windows": 4, "seq_len": 16, "batch_size": 2}
+    path = tmp_path / "routing_free_moe.yaml"
+    path.write_text(yaml.safe_dump(params))
+
+    r = tmp_path / "results"
+    d = run_stage(data, path, r / "data", ["data"])
+    assert d["vocab_size"] > 256 and d["validation_documents"] > 0  # BPE tokenizer, held-out slice
+    runs = arms.runs(sec)
+    for arm, seed in runs:
+        t = run_stage(train, path, r / arm, ["model", "arms", "train"], [("data", r / "data")],
+                      [("arm", arm), ("seed", seed)])
+        assert t["steps"] == 2 and math.isfinite(t["val_loss_last"])
+    assert json.loads((r / "rf" / "model" / "config.json").read_text())["dtype"] == "bfloat16"
+    keys = [(arms.run_key(a, s), r / a) for a, s in runs]
+    th = run_stage(threshold, path, r / "threshold", ["threshold", "evaluate"],
+                   [("data", r / "data"), (arms.run_key("rf", 0), r / "rf")])
+    assert set(th["runs"]["rf_s0"]["sweep"]) == {str(v) for v in sec["threshold"]["values"]}
+    run_stage(evaluate, path, r / "evaluate", ["evaluate"], [("data", r / "data"), *keys])
+    m = run_stage(analysis, path, r / "analysis", ["arms", "mu_sweep", "analysis"],
+                  [("evaluate", r / "evaluate"), ("threshold", r / "threshold")])
+    assert {"r1", "r2", "r3", "r4"} <= set(m)
+    assert (r / "analysis" / "density.png").stat().st_size > 1000
