@@ -10,6 +10,7 @@ configfile: "params/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/pruninginfersim.smk"
 include: "workflow/rules/routing_free_moe.smk"
+include: "workflow/rules/echorl.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/dvc.smk"
 

@@ -15,14 +15,16 @@ def cosine_lr(step: int, steps: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def train_causal_lm(model, next_batch: Callable[[int], torch.Tensor], *, steps: int, lr: float,
+def train_causal_lm(model, next_batch: Callable[[int], torch.Tensor | dict], *, steps: int, lr: float,
                     warmup: int = 0, weight_decay: float = 0.0, grad_clip: float = 1.0,
                     desc: str = "train", aux_loss: Callable[[], torch.Tensor] | None = None,
                     after_step: Callable[[int], None] | None = None) -> list[float]:
-    """Train on `next_batch(step)` token batches [B, T]; returns the LM loss per step.
+    """Train on `next_batch(step)`; returns the LM loss per step.
 
-    `aux_loss()` is added to the LM loss after each forward (e.g. an MoE balancing loss that reads what
-    the forward kept); `after_step(step)` runs after each optimizer step (adaptive coefficients, logging).
+    A batch is a token tensor [B, T] (loss on every token) or a dict of model inputs with `labels`
+    (-100 where no loss, e.g. prompts and padding in SFT). `aux_loss()` is added to the LM loss after
+    each forward (e.g. an MoE balancing loss that reads what the forward kept); `after_step(step)`
+    runs after each optimizer step (adaptive coefficients, logging).
     """
     from accelerate import Accelerator
 
@@ -33,8 +35,12 @@ def train_causal_lm(model, next_batch: Callable[[int], torch.Tensor], *, steps: 
     model.train()
     losses = []
     for step in tqdm(range(steps), desc=desc, mininterval=5):
-        batch = next_batch(step).to(accelerator.device)
-        loss = model(input_ids=batch, labels=batch).loss
+        batch = next_batch(step)
+        if isinstance(batch, dict):
+            loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
+        else:
+            batch = batch.to(accelerator.device)
+            loss = model(input_ids=batch, labels=batch).loss
         accelerator.backward(loss + aux_loss() if aux_loss else loss)
         if grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), grad_clip)

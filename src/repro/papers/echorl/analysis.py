@@ -1,0 +1,84 @@
+"""Stage 4: E1-E3 decided from every RL job; figures (degenerate fraction, policy-gradient norm,
+accuracy per arm, step-entropy profile) and report tables."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from repro.core.io import atomic_write_text, read_json  # noqa: E402
+from repro.core.stage import StageContext, main  # noqa: E402
+from repro.papers.echorl import claims  # noqa: E402
+
+
+def curve_figure(histories: dict, key: str, ylabel: str, path, window: int = 5) -> None:
+    """Per arm: the mean over seeds (moving average over `window` steps), min-max band over seeds."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for arm, hs in histories.items():
+        ys = np.array([[row[key] for row in h] for h in hs])
+        kernel = np.ones(min(window, ys.shape[1])) / min(window, ys.shape[1])
+        smooth = np.array([np.convolve(y, kernel, mode="valid") for y in ys])
+        x = np.arange(smooth.shape[1]) + kernel.size - 1
+        ax.plot(x, smooth.mean(0), label=arm)
+        ax.fill_between(x, smooth.min(0), smooth.max(0), alpha=0.15)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def accuracy_figure(m: dict, runs: dict, path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = list(m["arms"])
+    for j, split in enumerate(("id", "ood")):
+        x = np.arange(len(names)) + (j - 0.5) * 0.38
+        ax.bar(x, [100 * m["arms"][a][f"{split}_mean"] for a in names], 0.36,
+               yerr=[100 * m["arms"][a][f"{split}_std"] for a in names], capsize=3, label=split.upper())
+        for xi, a in zip(x, names):
+            ax.plot([xi] * len(runs[a]), [100 * r[f"{split}_accuracy"] for r in runs[a]], "k.", ms=4)
+        ax.axhline(100 * m["sft"][f"{split}_accuracy"], color=f"C{j}", ls="--", lw=1)
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_ylabel("greedy accuracy (%); dashed: SFT init; dots: seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def entropy_figure(profile: dict, path) -> None:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    idx = profile["by_step_index"]
+    a.bar([int(k) + 1 for k in idx], [v for v in idx.values()])
+    a.set_xlabel("step (line) of the response")
+    a.set_ylabel("mean step entropy (nats)")
+    vals = [profile["no_carry_steps"] or 0.0, profile["carry_steps"] or 0.0]
+    b.bar(["no carry", "carry"], vals, color=["C0", "C3"])
+    b.set_title("addition steps with / without a carry", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(ctx: StageContext) -> dict:
+    runs, histories = {}, {}
+    for name, path in sorted(ctx.inputs.items()):
+        if name.startswith("rl_"):
+            metrics = read_json(path / "metrics.json")["metrics"]
+            runs.setdefault(metrics["arm"], []).append(metrics)
+            histories.setdefault(metrics["arm"], []).append(read_json(path / "history.json"))
+    m = claims.decide(runs, read_json(ctx.inputs["sft"] / "metrics.json")["metrics"])
+    curve_figure(histories, "all_success_fraction", "fraction of all-success (degenerate) groups",
+                 ctx.out / "degenerate_fraction.png")
+    curve_figure(histories, "pg_norm", "policy-gradient norm (PPO-clip term)", ctx.out / "pg_norm.png")
+    accuracy_figure(m, runs, ctx.out / "accuracy.png")
+    entropy_figure(m["entropy_profile"], ctx.out / "step_entropy.png")
+    atomic_write_text(ctx.out / "tables.md", claims.report_tables(m, ctx.params["arms"]))
+    for name in ("degenerate_fraction.png", "pg_norm.png", "accuracy.png", "step_entropy.png", "tables.md"):
+        ctx.log_artifact(ctx.out / name)
+    return m
+
+
+if __name__ == "__main__":
+    main(run)

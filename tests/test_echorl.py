@@ -1,0 +1,216 @@
+"""EchoRL: task generator and verifier, step splitting and entropies, EchoClip selection, the
+auxiliary loss's tokens, claim decisions; the paper-profile code path on local files."""
+import copy
+import json
+import random
+
+import pytest
+import torch
+import yaml
+
+from repro.core import config as rc
+from repro.data.arithmetic import CharTokenizer, extract_answer, sample_split, solve, step_has_carry, verify
+from repro.papers.echorl import claims, method
+from repro.rl.grpo import group_stats
+from repro.rl.rollout import Rollouts
+
+TOK = CharTokenizer()
+DELIM = method.delimiter_mask(TOK)
+
+
+def test_solution_format_and_verifier():
+    text, total = solve([47, 85, 19, 63])
+    assert text == "47+85=132\n132+19=151\n151+63=214\n#214" and total == 214
+    assert verify(text, "214", r"#(\d+)") == 1.0
+    assert verify("47+85=132\n#213", "214", r"#(\d+)") == 0.0
+    assert verify("47+85=132\n132+19=151", "214", r"#(\d+)") == 0.0  # no final answer
+    assert extract_answer("#12\n#214", r"#(\d+)") == "214"  # the last one counts
+    assert extract_answer(r"so \boxed{42}.", r"\\boxed\{([^{}]*)\}") == "42"
+
+
+def test_generated_splits_are_in_range_and_reproducible():
+    kinds = [{"operands": [6, 7], "digits": [2, 3]}, {"operands": [3, 5], "digits": [4, 4]}]
+    a, b = sample_split(20, kinds, seed=3), sample_split(20, kinds, seed=3)
+    assert a == b
+    for i, p in enumerate(a["prompt"]):
+        xs = p.rstrip("=").split("+")
+        if i % 2 == 0:
+            assert 6 <= len(xs) <= 7 and all(2 <= len(x) <= 3 for x in xs)
+        else:
+            assert 3 <= len(xs) <= 5 and all(len(x) == 4 for x in xs)
+        assert sum(map(int, xs)) == int(a["answer"][i])
+    held = sample_split(20, kinds, seed=4, exclude=set(a["prompt"]))
+    assert not set(held["prompt"]) & set(a["prompt"])
+
+
+def test_char_tokenizer_round_trip_and_one_token_delimiter():
+    ids = TOK.encode("12+3=15\n#15")
+    assert TOK.decode(ids + [TOK.eos_token_id]) == "12+3=15\n#15"
+    assert DELIM.sum() == 1 and DELIM[TOK.encode("\n")[0]]
+
+
+def test_carry_detection():
+    assert step_has_carry("47+85=132\n") and step_has_carry("15+5=20")
+    assert step_has_carry("12+34=46\n") is False and step_has_carry("#214") is None
+
+
+def constructed_rollouts():
+    """Group 0: two correct responses with known per-token entropies; group 1: mixed rewards."""
+    r0 = "1+2=3\n3+40=43\n#43"
+    r1 = "1+2=3\n3+40=43\n#43"
+    rows = [TOK.encode(t) + [TOK.eos_token_id] for t in (r0, r1, r0, "#9")]
+    width = max(map(len, rows))
+    resp = torch.zeros(4, width, dtype=torch.long)
+    mask = torch.zeros(4, width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        resp[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), True
+    ent = torch.zeros(4, width)
+    # rollout 0: steps "1+2=3\n" (6 tokens, 0.1), "3+40=43\n" (8 tokens, 0.5), "#43<eos>" (4 tokens, 0.2)
+    ent[0, :6], ent[0, 6:14], ent[0, 14:18] = 0.1, 0.5, 0.2
+    # rollout 1: its peak (0.9) is in the first step: it gives the clip under rollout_choice=peak
+    ent[1, :6], ent[1, 6:14], ent[1, 14:18] = 0.9, 0.3, 0.05
+    prompt = torch.full((4, 2), 3)
+    return Rollouts(sequences=torch.cat([prompt, resp], 1),
+                    attention_mask=torch.cat([torch.ones(4, 2, dtype=torch.long), mask.long()], 1),
+                    prompt_width=2, response_mask=mask, logprobs=torch.zeros(4, width), entropies=ent,
+                    group_ids=torch.tensor([0, 0, 1, 1]))
+
+
+def test_step_split_and_step_entropy():
+    ro = constructed_rollouts()
+    spans = method.step_spans(ro.responses[0], int(ro.response_mask[0].sum()), DELIM)
+    assert spans == [(0, 6), (6, 14), (14, 18)]
+    assert [TOK.decode(ro.responses[0, a:b].tolist()) for a, b in spans] == ["1+2=3\n", "3+40=43\n", "#43"]
+    assert method.step_entropies(ro.entropies[0], spans) == pytest.approx([0.1, 0.5, 0.2])
+    ent = torch.tensor([0.0, 1.0, 3.0, 0.0, 0.0, 0.0])  # one step of 3 tokens, unfinished second
+    spans = method.step_spans(torch.tensor(TOK.encode("1\n2345")), 6, DELIM)  # unfinished last step
+    assert spans == [(0, 2), (2, 6)] and method.step_entropies(ent, spans) == pytest.approx([0.5, 0.75])
+
+
+def test_clip_ends_at_the_chosen_step_and_aux_loss_covers_exactly_the_clip():
+    ro = constructed_rollouts()
+    rewards = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    success = group_stats(rewards, ro.group_ids).all_equal_to(1.0)
+    assert success.tolist() == [True, False]
+    rng = random.Random(0)
+    mask, rec = method.echo_clips(ro, rewards, success, DELIM, how="max_entropy", rollout_choice="all", rng=rng)
+    assert [(r["rollout"], r["end_step"]) for r in rec] == [(0, 1), (1, 0)]
+    assert mask[0].nonzero().flatten().tolist() == list(range(14))  # up to the end of "3+40=43\n"
+    assert mask[1].nonzero().flatten().tolist() == list(range(6))
+    assert not mask[2:].any()  # the mixed group gets no clip
+    mask, rec = method.echo_clips(ro, rewards, success, DELIM, how="max_entropy", rollout_choice="peak", rng=rng)
+    assert [r["rollout"] for r in rec] == [1] and mask[1].sum() == 6 and not mask[0].any()
+    mask, _ = method.echo_clips(ro, rewards, success, DELIM, how="min_entropy", rollout_choice="peak", rng=rng)
+    assert mask[1].sum() == 18  # lowest step entropy of rollout 1 is its last step: whole response
+    mask, _ = method.echo_clips(ro, rewards, success, DELIM, how="whole_response", rollout_choice="all", rng=rng)
+    assert torch.equal(mask[:2], ro.response_mask[:2])
+    ends = {method.echo_clips(ro, rewards, success, DELIM, how="random_step", rollout_choice="peak",
+                              rng=random.Random(s))[1][0]["end_step"] for s in range(30)}
+    assert ends == {0, 1, 2}
+    # the auxiliary NLL reads exactly the clip tokens
+    logp = torch.randn(4, ro.responses.shape[1], requires_grad=True)
+    clip_mask, _ = method.echo_clips(ro, rewards, success, DELIM, how="max_entropy", rollout_choice="all", rng=rng)
+    method.clip_nll(logp, clip_mask).backward()
+    assert torch.equal(logp.grad != 0, clip_mask)
+    assert torch.allclose(logp.grad[clip_mask], torch.full((20,), -1 / 20))
+
+
+def fake_runs(acc: dict[str, list[tuple[float, float]]]) -> dict:
+    return {arm: [{"id_accuracy": i, "ood_accuracy": o, "seconds_per_step": 1.0, "all_success_first_quarter": 0.1,
+                   "all_success_last_quarter": 0.2 + 0.1 * k, "pg_norm_first_quarter": 1.0,
+                   "pg_norm_last_quarter": 0.5} for k, (i, o) in enumerate(v)] for arm, v in acc.items()}
+
+
+def test_claim_margins_subtract_the_seed_spread():
+    sft = {"id_accuracy": 0.5, "ood_accuracy": 0.1, "entropy_profile": {}}
+    runs = fake_runs({"grpo": [(0.60, 0.10), (0.62, 0.12), (0.64, 0.14)],
+                      "echo": [(0.70, 0.11), (0.72, 0.13), (0.74, 0.15)],
+                      "random_step": [(0.60, 0.10)] * 3, "min_entropy": [(0.72, 0.11)] * 3,
+                      "whole_sft": [(0.60, 0.10)] * 3})
+    m = claims.decide(runs, sft)
+    assert m["e1"]["increase"] == pytest.approx(0.2) and m["e1"]["spread"] == pytest.approx(0.1)
+    assert m["e2"]["id_gain"] == pytest.approx(0.10) and m["e2"]["id_margin"] == pytest.approx(0.08)
+    assert m["e2"]["ood_gain"] == pytest.approx(0.01) and m["e2"]["ood_margin"] < 0  # inside the spread
+    assert m["e3"]["vs_random_margin"] > 0
+    assert m["e3"]["vs_min_entropy_gain"] == pytest.approx(0.01)  # mean(ID, OOD): 0.425 - 0.415
+    assert m["e3"]["vs_min_entropy_margin"] == pytest.approx(-0.01)  # spread 0.02: not reproduced
+    assert "| echo | 3 |" in claims.report_tables({**m, "entropy_profile": {
+        "carry_steps": 0.5, "no_carry_steps": 0.1, "peak_at_carry_fraction": 0.9, "carry_base_rate": 0.5}},
+        {"grpo": {"clip": "none"}, "echo": {"clip": "max_entropy", "beta": 0.1, "rollout_choice": "peak"}})
+
+
+@pytest.fixture
+def paper_setup(tmp_path):
+    """The `paper` section with hub names swapped for a local BPE tokenizer, a tiny Qwen2 checkpoint
+    saved with save_pretrained, and local JSON files read through datasets.load_dataset."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    rng = random.Random(0)
+    files = {}
+    for split in ("train", "math", "mmlu"):
+        rows = []
+        for _ in range(12):
+            a, b = rng.randint(1, 99), rng.randint(1, 99)
+            rows.append({"problem": f"What is {a}+{b}?\nPut the answer in \\boxed{{}}.", "answer": str(a + b)})
+        files[split] = tmp_path / f"{split}.jsonl"
+        files[split].write_text("\n".join(json.dumps(r) for r in rows))
+    text = [json.loads(line)["problem"] + " \\boxed{42}\n" for line in files["train"].read_text().splitlines()]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<eos>"],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(tmp_path / "tok")
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                                 max_position_embeddings=256)).save_pretrained(tmp_path / "ckpt")
+
+    params = copy.deepcopy(rc.load_paper("echorl"))
+    sec = params["paper"]
+    for name, f in (("train", "train"), ("id_test", "math"), ("ood_test", "mmlu")):
+        sec["data"]["source"]["splits"][name].update(
+            load={"path": "json", "data_files": str(files[f])}, split="train")
+        sec["data"]["source"]["splits"][name]["columns"] = {"prompt": "problem", "answer": "answer"}
+    sec["data"]["tokenizer"] = str(tmp_path / "tok")
+    sec["policy"]["pretrained"] = str(tmp_path / "ckpt")
+    sec["evaluate"].update(batch_size=8, max_new_tokens=6, profile_prompts=4)
+    sec["rollout"].update(prompts_per_step=2, group_size=2, max_new_tokens=6)
+    sec["rl"].update(seeds=[0], steps=2, loss_max_len=6)
+    path = tmp_path / "echorl.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return tmp_path, path
+
+
+def run_stage(module, path, out, sections, inputs=(), wildcards=()):
+    from repro.core.stage import main
+
+    argv = ["--paper", "echorl", "--stage", module.__name__.rsplit(".", 1)[-1], "--profile", "paper",
+            "--params", str(path), "--sections", ",".join(sections), "--seed", "0", "--threads", "1",
+            "--out", str(out), "--no-tracking"]
+    argv += [a for k, v in inputs for a in ("--input", f"{k}={v}")]
+    argv += [a for k, v in wildcards for a in ("--wildcard", f"{k}={v}")]
+    main(module.run, argv)
+    return json.loads((out / "metrics.json").read_text())["metrics"]
+
+
+def test_paper_profile_chain_on_local_checkpoint(paper_setup):
+    from repro.papers.echorl import analysis, data, rl, sft
+
+    tmp, path = paper_setup
+    r = tmp / "results"
+    d = run_stage(data, path, r / "data", ["data"])
+    assert d["train_rows"] == d["id_test_rows"] == d["ood_test_rows"] == 12 and d["vocab_size"] > 256
+    s = run_stage(sft, path, r / "sft", ["policy", "sft", "evaluate"], [("data", r / "data")])
+    assert s["steps"] == 0 and 0 <= s["id_accuracy"] <= 1
+    assert json.loads((r / "sft" / "model" / "config.json").read_text())["model_type"] == "qwen2"
+    inputs = [("sft", r / "sft")]
+    for arm in ("grpo", "echo", "random_step", "min_entropy", "whole_sft"):
+        m = run_stage(rl, path, r / "rl" / arm / "seed0", ["rollout", "rl", "evaluate", "arms"],
+                      [("data", r / "data"), ("sft", r / "sft")], [("arm", arm), ("seed", "0")])
+        assert m["arm"] == arm and len(json.loads((r / "rl" / arm / "seed0" / "history.json").read_text())) == 2
+        inputs.append((f"rl_{arm}_seed0", r / "rl" / arm / "seed0"))
+    m = run_stage(analysis, path, r / "analysis", ["arms"], inputs)
+    assert set(m["arms"]) == {"grpo", "echo", "random_step", "min_entropy", "whole_sft"}
+    assert (r / "analysis" / "accuracy.png").stat().st_size > 1000 and (r / "analysis" / "tables.md").exists()
