@@ -74,7 +74,9 @@ def paper_report(paper: str, profile: str, summary: Path, stages: list[Path], ou
         budget = BUDGET_S.get(profile)
         verdict = "" if budget is None else f" (budget {budget} s: {'within' if span <= budget else 'OVER'})"
         lines += ["", f"Chain wall-clock, first job start to last job end of the latest runs (job start-up "
-                  f"and Snakemake scheduling excluded): {span:.0f} s{verdict}.", ""]
+                  f"and Snakemake scheduling excluded): {span:.0f} s{verdict}. The budget is for this "
+                  "paper's chain run alone on 2 cores; when the whole DAG runs, other papers' jobs share "
+                  "the cores and stretch this span.", ""]
         text = "\n".join(lines)
         atomic_write_text(scratch / "report.md", text)
         atomic_write_text(scratch / "report.html", to_html(text, f"{paper} ({profile})"))
