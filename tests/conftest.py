@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -35,3 +36,32 @@ def executor(hf_llama):
 def calib():
     g = torch.Generator().manual_seed(1)
     return [torch.randint(0, 256, (2, 32), generator=g) for _ in range(2)]
+
+
+def save_bpe_tokenizer(texts: list[str], folder, eos_token: str | None = None) -> int:
+    """A small byte-level BPE tokenizer trained on `texts`, saved like a hub tokenizer; its vocab size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.decoder = decoders.ByteLevel()
+    special = ["<unk>"] + ([eos_token] if eos_token else [])
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=special,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    extra = {"eos_token": eos_token} if eos_token else {}
+    PreTrainedTokenizerFast(tokenizer_object=tok, **extra).save_pretrained(folder)
+    return tok.get_vocab_size()
+
+
+def run_stage(paper, module, params_path, out, sections, inputs=(), wildcards=(), profile="paper"):
+    """One stage job in-process, as the workflow runs it (tracking off); returns its metrics."""
+    from repro.core.stage import main
+
+    argv = ["--paper", paper, "--stage", module.__name__.rsplit(".", 1)[-1], "--profile", profile,
+            "--params", str(params_path), "--sections", ",".join(sections), "--seed", "0",
+            "--threads", "1", "--out", str(out), "--no-tracking"]
+    argv += [a for k, v in inputs for a in ("--input", f"{k}={v}")]
+    argv += [a for k, v in wildcards for a in ("--wildcard", f"{k}={v}")]
+    main(module.run, argv)
+    return json.loads((out / "metrics.json").read_text())["metrics"]

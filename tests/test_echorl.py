@@ -8,6 +8,8 @@ import pytest
 import torch
 import yaml
 
+from conftest import run_stage
+
 from repro.core import config as rc
 from repro.data.arithmetic import CharTokenizer, extract_answer, sample_split, solve, step_has_carry, verify
 from repro.papers.echorl import claims, method
@@ -143,8 +145,9 @@ def test_claim_margins_subtract_the_seed_spread():
 def paper_setup(tmp_path):
     """The `paper` section with hub names swapped for a local BPE tokenizer, a tiny Qwen2 checkpoint
     saved with save_pretrained, and local JSON files read through datasets.load_dataset."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from conftest import save_bpe_tokenizer
 
     rng = random.Random(0)
     files = {}
@@ -156,14 +159,9 @@ def paper_setup(tmp_path):
         files[split] = tmp_path / f"{split}.jsonl"
         files[split].write_text("\n".join(json.dumps(r) for r in rows))
     text = [json.loads(line)["problem"] + " \\boxed{42}\n" for line in files["train"].read_text().splitlines()]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<eos>"],
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(tmp_path / "tok")
+    vocab = save_bpe_tokenizer(text, tmp_path / "tok", eos_token="<eos>")
     torch.manual_seed(0)
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=32, num_hidden_layers=2,
                                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
                                  max_position_embeddings=256)).save_pretrained(tmp_path / "ckpt")
 
@@ -183,34 +181,22 @@ def paper_setup(tmp_path):
     return tmp_path, path
 
 
-def run_stage(module, path, out, sections, inputs=(), wildcards=()):
-    from repro.core.stage import main
-
-    argv = ["--paper", "echorl", "--stage", module.__name__.rsplit(".", 1)[-1], "--profile", "paper",
-            "--params", str(path), "--sections", ",".join(sections), "--seed", "0", "--threads", "1",
-            "--out", str(out), "--no-tracking"]
-    argv += [a for k, v in inputs for a in ("--input", f"{k}={v}")]
-    argv += [a for k, v in wildcards for a in ("--wildcard", f"{k}={v}")]
-    main(module.run, argv)
-    return json.loads((out / "metrics.json").read_text())["metrics"]
-
-
 def test_paper_profile_chain_on_local_checkpoint(paper_setup):
     from repro.papers.echorl import analysis, data, rl, sft
 
     tmp, path = paper_setup
     r = tmp / "results"
-    d = run_stage(data, path, r / "data", ["data"])
+    d = run_stage("echorl", data, path, r / "data", ["data"])
     assert d["train_rows"] == d["id_test_rows"] == d["ood_test_rows"] == 12 and d["vocab_size"] > 256
-    s = run_stage(sft, path, r / "sft", ["policy", "sft", "evaluate"], [("data", r / "data")])
+    s = run_stage("echorl", sft, path, r / "sft", ["policy", "sft", "evaluate"], [("data", r / "data")])
     assert s["steps"] == 0 and 0 <= s["id_accuracy"] <= 1
     assert json.loads((r / "sft" / "model" / "config.json").read_text())["model_type"] == "qwen2"
     inputs = [("sft", r / "sft")]
     for arm in ("grpo", "echo", "random_step", "min_entropy", "whole_sft"):
-        m = run_stage(rl, path, r / "rl" / arm / "seed0", ["rollout", "rl", "evaluate", "arms"],
+        m = run_stage("echorl", rl, path, r / "rl" / arm / "seed0", ["rollout", "rl", "evaluate", "arms"],
                       [("data", r / "data"), ("sft", r / "sft")], [("arm", arm), ("seed", "0")])
         assert m["arm"] == arm and len(json.loads((r / "rl" / arm / "seed0" / "history.json").read_text())) == 2
         inputs.append((f"rl_{arm}_seed0", r / "rl" / arm / "seed0"))
-    m = run_stage(analysis, path, r / "analysis", ["arms"], inputs)
+    m = run_stage("echorl", analysis, path, r / "analysis", ["arms"], inputs)
     assert set(m["arms"]) == {"grpo", "echo", "random_step", "min_entropy", "whole_sft"}
     assert (r / "analysis" / "accuracy.png").stat().st_size > 1000 and (r / "analysis" / "tables.md").exists()

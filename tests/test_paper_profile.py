@@ -8,27 +8,23 @@ import pytest
 import torch
 import yaml
 
+from conftest import run_stage
+
 from repro.core import config as rc
-from repro.core.stage import main
 
 
 @pytest.fixture
 def paper_setup(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaForCausalLM
 
-    from conftest import tiny_llama_config
+    from conftest import save_bpe_tokenizer, tiny_llama_config
 
     text = "\n".join(f"def f{i}(x):\n    return x * {i} + {i % 7}" for i in range(400))
     (tmp_path / "train.txt").write_text(text)
     (tmp_path / "valid.txt").write_text(text[::-1])
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
-    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    PreTrainedTokenizerFast(tokenizer_object=tok).save_pretrained(tmp_path / "tok")
+    vocab = save_bpe_tokenizer([text], tmp_path / "tok")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_llama_config(vocab_size=tok.get_vocab_size()))
+    model = LlamaForCausalLM(tiny_llama_config(vocab_size=vocab))
     model.save_pretrained(tmp_path / "ckpt")
 
     params = copy.deepcopy(rc.load_paper("pruninginfersim"))
@@ -55,41 +51,31 @@ def paper_setup(tmp_path):
     return tmp_path, path
 
 
-def run_stage(module, path, out, sections, inputs=(), wildcards=()):
-    argv = ["--paper", "pruninginfersim", "--stage", module.__name__.rsplit(".", 1)[-1], "--profile", "paper",
-            "--params", str(path), "--sections", ",".join(sections), "--seed", "0", "--threads", "1",
-            "--out", str(out), "--no-tracking"]
-    argv += [a for k, v in inputs for a in ("--input", f"{k}={v}")]
-    argv += [a for k, v in wildcards for a in ("--wildcard", f"{k}={v}")]
-    main(module.run, argv)
-    return json.loads((out / "metrics.json").read_text())["metrics"]
-
-
 def test_paper_profile_chain_on_local_checkpoint(paper_setup):
     from repro.papers.pruninginfersim import analysis, data, evaluate, latency, prune, train
 
     tmp, path = paper_setup
     r = tmp / "results"
-    d = run_stage(data, path, r / "data", ["data"])
+    d = run_stage("pruninginfersim", data, path, r / "data", ["data"])
     assert d["vocab_size"] > 256 and d["train_tokens"] > 0  # the BPE tokenizer, not bytes
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        t = run_stage(train, path, r / "train", ["quality_model", "train", "evaluate"], [("data", r / "data")])
+        t = run_stage("pruninginfersim", train, path, r / "train", ["quality_model", "train", "evaluate"], [("data", r / "data")])
     assert any("flash_attention_2 requested" in str(w.message) for w in caught)  # no GPU: sdpa
     assert t["steps"] == 0 and t["val_loss"] > 0
     saved = json.loads((r / "train" / "model" / "config.json").read_text())
     assert saved["dtype"] == "bfloat16"
     for fam in ("static_depth", "dynamic_depth"):
-        run_stage(prune, path, r / "prune" / fam, ["prune"], [("data", r / "data"), ("model", r / "train")],
+        run_stage("pruninginfersim", prune, path, r / "prune" / fam, ["prune"], [("data", r / "data"), ("model", r / "train")],
                   [("family", fam)])
-        ev = run_stage(evaluate, path, r / "evaluate" / fam, ["prune", "evaluate"],
+        ev = run_stage("pruninginfersim", evaluate, path, r / "evaluate" / fam, ["prune", "evaluate"],
                        [("data", r / "data"), ("model", r / "train"), ("pruned", r / "prune" / fam)],
                        [("family", fam)])
         assert ev["sparsities"]["0.5"]["quality_loss"] == pytest.approx(
             (ev["sparsities"]["0.5"]["val_loss"] - ev["dense"]["val_loss"]) / ev["dense"]["val_loss"])
-    lat = run_stage(latency, path, r / "latency", ["families", "latency_model", "latency", "prune"])
+    lat = run_stage("pruninginfersim", latency, path, r / "latency", ["families", "latency_model", "latency", "prune"])
     assert set(lat["families"]) == {"static_depth", "dynamic_depth"}
-    m = run_stage(analysis, path, r / "analysis", ["families", "analysis"],
+    m = run_stage("pruninginfersim", analysis, path, r / "analysis", ["families", "analysis"],
                   [("quality_static_depth", r / "evaluate" / "static_depth"),
                    ("quality_dynamic_depth", r / "evaluate" / "dynamic_depth"), ("latency", r / "latency")])
     assert m["p3"]["measured"] == {"static_depth": ["removed"], "dynamic_depth": ["M"]}

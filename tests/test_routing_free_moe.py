@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from conftest import run_stage
+
 from repro.core import config as rc
-from repro.core.stage import main
 from repro.papers.routing_free_moe import arms, claims, method
 from repro.papers.routing_free_moe.method import AdaptiveLambda, RoutingFreeMoE, TopKMoE
 
@@ -189,34 +190,21 @@ def test_decide_on_constructed_runs():
 
 
 # ---------------------------------------------------------------- the `paper` profile's code path
-def run_stage(module, path, out, sections, inputs=(), wildcards=()):
-    argv = ["--paper", "routing_free_moe", "--stage", module.__name__.rsplit(".", 1)[-1], "--profile", "paper",
-            "--params", str(path), "--sections", ",".join(sections), "--seed", "0", "--threads", "1",
-            "--out", str(out), "--no-tracking"]
-    argv += [a for k, v in inputs for a in ("--input", f"{k}={v}")]
-    argv += [a for k, v in wildcards for a in ("--wildcard", f"{k}={v}")]
-    main(module.run, argv)
-    return json.loads((out / "metrics.json").read_text())["metrics"]
 
 
 def test_paper_profile_chain_on_local_files(tmp_path):
     """Hub names swapped for a local text file (load_dataset("text")), a local tokenizer and a tiny local
     checkpoint (save_pretrained) whose MLPs are replaced; same stages, accelerate, flash-attn fallback."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaForCausalLM
 
-    from conftest import tiny_llama_config
+    from conftest import save_bpe_tokenizer, tiny_llama_config
     from repro.papers.routing_free_moe import analysis, data, evaluate, threshold, train
 
     text = "\n".join(f"def f{i}(x):\n    return x * {i} + {i % 7}" for i in range(300))
     (tmp_path / "train.txt").write_text(text)
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
-    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    PreTrainedTokenizerFast(tokenizer_object=tok).save_pretrained(tmp_path / "tok")
+    vocab = save_bpe_tokenizer([text], tmp_path / "tok")
     torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama_config(vocab_size=tok.get_vocab_size(), num_hidden_layers=2)).save_pretrained(
+    LlamaForCausalLM(tiny_llama_config(vocab_size=vocab, num_hidden_layers=2)).save_pretrained(
         tmp_path / "ckpt")
 
     params = copy.deepcopy(rc.load_paper("routing_free_moe"))
@@ -238,20 +226,20 @@ def test_paper_profile_chain_on_local_files(tmp_path):
     path.write_text(yaml.safe_dump(params))
 
     r = tmp_path / "results"
-    d = run_stage(data, path, r / "data", ["data"])
+    d = run_stage("routing_free_moe", data, path, r / "data", ["data"])
     assert d["vocab_size"] > 256 and d["validation_documents"] > 0  # BPE tokenizer, held-out slice
     runs = arms.runs(sec)
     for arm, seed in runs:
-        t = run_stage(train, path, r / arm, ["model", "arms", "train"], [("data", r / "data")],
+        t = run_stage("routing_free_moe", train, path, r / arm, ["model", "arms", "train"], [("data", r / "data")],
                       [("arm", arm), ("seed", seed)])
         assert t["steps"] == 2 and math.isfinite(t["val_loss_last"])
     assert json.loads((r / "rf" / "model" / "config.json").read_text())["dtype"] == "bfloat16"
     keys = [(arms.run_key(a, s), r / a) for a, s in runs]
-    th = run_stage(threshold, path, r / "threshold", ["threshold", "evaluate"],
+    th = run_stage("routing_free_moe", threshold, path, r / "threshold", ["threshold", "evaluate"],
                    [("data", r / "data"), (arms.run_key("rf", 0), r / "rf")])
     assert set(th["runs"]["rf_s0"]["sweep"]) == {str(v) for v in sec["threshold"]["values"]}
-    run_stage(evaluate, path, r / "evaluate", ["evaluate"], [("data", r / "data"), *keys])
-    m = run_stage(analysis, path, r / "analysis", ["arms", "mu_sweep", "analysis"],
+    run_stage("routing_free_moe", evaluate, path, r / "evaluate", ["evaluate"], [("data", r / "data"), *keys])
+    m = run_stage("routing_free_moe", analysis, path, r / "analysis", ["arms", "mu_sweep", "analysis"],
                   [("evaluate", r / "evaluate"), ("threshold", r / "threshold")])
     assert {"r1", "r2", "r3", "r4"} <= set(m)
     assert (r / "analysis" / "density.png").stat().st_size > 1000
