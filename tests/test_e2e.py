@@ -19,8 +19,8 @@ SKIP = {".git", ".venv", "results", "reports", "mlflow.db", "mlartifacts", ".sna
 
 def snakemake(repo: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke",
-                           *args], cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--scheduler", "greedy",
+                           "--config", "profile=smoke", *args], cwd=repo, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise AssertionError(f"snakemake {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc.stdout + proc.stderr
