@@ -131,3 +131,16 @@ def save_prepared(corpus, tokenizer, out) -> dict:
 
 def load_tokens(data_dir, split: str) -> np.ndarray:
     return np.load(Path(data_dir) / f"{split}.npy")
+
+
+def prepare(ctx) -> dict:
+    """The data stage of every paper on the text corpus: `data.source` read or built, then tokenized
+    with `data.tokenizer` and saved (`save_prepared`)."""
+    p = ctx.params["data"]
+    return save_prepared(load_text_corpus(p["source"]), tokenizer_for(p["tokenizer"]), ctx.out)
+
+
+def validation_windows(data_dir, windows: int, seq_len: int, batch_size: int, device: str = "cpu"):
+    """The fixed held-out evaluation batches of a prepared corpus, on `device`."""
+    tokens = load_tokens(data_dir, "validation")
+    return [b.to(device) for b in fixed_windows(tokens, windows, seq_len, batch_size)]

@@ -1,13 +1,6 @@
 """Stage 1: the text corpus (CPython stdlib at CPU scale, a hub dataset at `paper`), tokenized."""
-from repro.core.stage import StageContext, main
-from repro.data.corpus import load_text_corpus, save_prepared, tokenizer_for
-
-
-def run(ctx: StageContext) -> dict:
-    p = ctx.params["data"]
-    corpus = load_text_corpus(p["source"])
-    return save_prepared(corpus, tokenizer_for(p["tokenizer"]), ctx.out)
-
+from repro.core.stage import main
+from repro.data.corpus import prepare as run
 
 if __name__ == "__main__":
     main(run)

@@ -2,7 +2,7 @@
 import torch
 
 from repro.core.stage import StageContext, main
-from repro.data.corpus import fixed_windows, load_tokens
+from repro.data.corpus import validation_windows
 from repro.models.training import mean_loss
 from repro.models.causal_lm import device
 from repro.papers.pruninginfersim import method
@@ -24,8 +24,7 @@ def quality(model, batches) -> dict:
 def run(ctx: StageContext) -> dict:
     family = ctx.wildcards["family"]
     ev = ctx.params["evaluate"]
-    batches = [b.to(device()) for b in fixed_windows(load_tokens(ctx.inputs["data"], "validation"),
-                                                     ev["windows"], ev["seq_len"], ev["batch_size"])]
+    batches = validation_windows(ctx.inputs["data"], ev["windows"], ev["seq_len"], ev["batch_size"], device())
     dense = quality(method.PrunableLlama.from_checkpoint(ctx.inputs["model"] / "model").to(device()), batches)
     results = {}
     for s in method.sparsities_for(family, ctx.params["prune"]["sparsities"]):

@@ -3,7 +3,7 @@ import math
 
 from repro.core.io import atomic_write_json, read_json
 from repro.core.stage import StageContext, main
-from repro.data.corpus import fixed_windows, load_tokens, random_windows
+from repro.data.corpus import load_tokens, random_windows, validation_windows
 from repro.models.causal_lm import build_causal_lm, count_parameters, device, save_checkpoint
 from repro.models.training import mean_loss, train_causal_lm
 
@@ -18,8 +18,7 @@ def run(ctx: StageContext) -> dict:
         model, lambda step: random_windows(train_tokens, t["batch_size"], t["seq_len"], ctx.seed * 1_000_003 + step),
         steps=t["steps"], lr=t["lr"], warmup=t["warmup"], weight_decay=t["weight_decay"], desc="train")
     ev = ctx.params["evaluate"]
-    batches = [b.to(device()) for b in fixed_windows(load_tokens(data, "validation"), ev["windows"],
-                                                     ev["seq_len"], ev["batch_size"])]
+    batches = validation_windows(data, ev["windows"], ev["seq_len"], ev["batch_size"], device())
     val = mean_loss(lambda b: model(input_ids=b, labels=b).loss, batches)
     save_checkpoint(model, ctx.out / "model")
     atomic_write_json(ctx.out / "loss_curve.json", [{"step": i, "loss": v} for i, v in enumerate(losses)])

@@ -1,13 +1,12 @@
 """Stage 3: the inference threshold sweep: the trained routing-free models run at other thetas."""
 from repro.core.stage import StageContext, main
-from repro.data.corpus import fixed_windows, load_tokens
+from repro.data.corpus import validation_windows
 from repro.papers.routing_free_moe.method import load_model, routing_stats, set_threshold
 
 
 def run(ctx: StageContext) -> dict:
     ev = ctx.params["evaluate"]
-    batches = fixed_windows(load_tokens(ctx.inputs["data"], "validation"), ev["windows"], ev["seq_len"],
-                            ev["batch_size"])
+    batches = validation_windows(ctx.inputs["data"], ev["windows"], ev["seq_len"], ev["batch_size"])
     runs = {}
     for key, path in sorted(ctx.inputs.items()):
         if key == "data":

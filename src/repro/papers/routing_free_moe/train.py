@@ -9,7 +9,7 @@ import torch
 
 from repro.core.io import atomic_write_json, read_json
 from repro.core.stage import StageContext, main
-from repro.data.corpus import fixed_windows, load_tokens, random_windows
+from repro.data.corpus import load_tokens, random_windows, validation_windows
 from repro.models.causal_lm import count_parameters
 from repro.models.training import mean_loss, train_causal_lm
 from repro.papers.routing_free_moe.arms import arm_spec
@@ -26,7 +26,7 @@ def run(ctx: StageContext) -> dict:
     model = build_model(ctx.params["model"], arm, vocab_size=read_json(data / "meta.json")["vocab_size"])
     aux = make_aux(model, arm)
     train_tokens = load_tokens(data, "train")
-    val = fixed_windows(load_tokens(data, "validation"), t["val_windows"], t["seq_len"], t["batch_size"])
+    val = validation_windows(data, t["val_windows"], t["seq_len"], t["batch_size"])
     val_curve = []
 
     def after_step(step: int) -> None:
