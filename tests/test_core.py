@@ -189,3 +189,18 @@ def test_code_deps_follow_imports_only():
     assert "src/repro/papers/pruninginfersim/method.py" in prune
     with pytest.raises(ValueError):
         module_sources("repro.nope")
+
+
+def test_training_stops_when_after_step_says_so():
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from conftest import tiny_llama_config
+    from repro.models.training import train_causal_lm
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(num_hidden_layers=1))
+    seen = []
+    losses = train_causal_lm(model, lambda step: torch.randint(0, 256, (2, 8)), steps=10, lr=1e-3,
+                             after_step=lambda step: seen.append(step) or step == 3)
+    assert len(losses) == 4 and seen == [0, 1, 2, 3]

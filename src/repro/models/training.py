@@ -18,13 +18,14 @@ def cosine_lr(step: int, steps: int, warmup: int) -> float:
 def train_causal_lm(model, next_batch: Callable[[int], torch.Tensor | dict], *, steps: int, lr: float,
                     warmup: int = 0, weight_decay: float = 0.0, grad_clip: float = 1.0,
                     desc: str = "train", aux_loss: Callable[[], torch.Tensor] | None = None,
-                    after_step: Callable[[int], None] | None = None) -> list[float]:
+                    after_step: Callable[[int], bool | None] | None = None) -> list[float]:
     """Train on `next_batch(step)`; returns the LM loss per step.
 
     A batch is a token tensor [B, T] (loss on every token) or a dict of model inputs with `labels`
     (-100 where no loss, e.g. prompts and padding in SFT). `aux_loss()` is added to the LM loss after
     each forward (e.g. an MoE balancing loss that reads what the forward kept); `after_step(step)`
-    runs after each optimizer step (adaptive coefficients, logging).
+    runs after each optimizer step (adaptive coefficients, logging) and stops training early by
+    returning True (e.g. once a target accuracy is reached).
     """
     from accelerate import Accelerator
 
@@ -48,8 +49,8 @@ def train_causal_lm(model, next_batch: Callable[[int], torch.Tensor | dict], *, 
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        if after_step:
-            after_step(step)
+        if after_step and after_step(step):
+            break
     model.eval()
     return losses
 

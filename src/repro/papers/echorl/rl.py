@@ -83,7 +83,7 @@ def run(ctx: StageContext) -> dict:
                                   if clips else None)})
     train_s = time.perf_counter() - start
     model = accelerator.unwrap_model(model).eval()
-    acc = {split: task.accuracy(model, f"{split}_test", ev["batch_size"], ev["max_new_tokens"])
+    acc = {split: task.accuracy(model, task.splits[f"{split}_test"], ev["batch_size"], ev["max_new_tokens"])
            for split in ("id", "ood")}
     atomic_write_json(ctx.out / "history.json", history)
     quarter = max(1, len(history) // 4)

@@ -36,9 +36,9 @@ class Task:
         return torch.tensor([verify(t, answers[int(g)], self.pattern)
                              for t, g in zip(texts, rollouts.group_ids)])
 
-    def accuracy(self, model, split: str, batch_size: int, max_new_tokens: int) -> float:
-        """Greedy accuracy on a whole split."""
-        ds, correct = self.splits[split], 0.0
+    def accuracy(self, model, ds, batch_size: int, max_new_tokens: int) -> float:
+        """Greedy accuracy on every row of `ds` (a split or a selection of one)."""
+        correct = 0.0
         for i in range(0, len(ds), batch_size):
             rows = ds[i:i + batch_size]
             ro = self.rollouts(model, rows, group_size=1, max_new_tokens=max_new_tokens, greedy=True)
