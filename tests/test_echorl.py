@@ -124,7 +124,7 @@ def fake_runs(acc: dict[str, list[tuple[float, float]]]) -> dict:
 
 
 def test_claim_margins_subtract_the_seed_spread():
-    sft = {"id_accuracy": 0.5, "ood_accuracy": 0.1, "entropy_profile": {}}
+    sft = {"id_accuracy": 0.5, "ood_accuracy": 0.1, "steps": 450, "entropy_profile": {}}
     runs = fake_runs({"grpo": [(0.60, 0.10), (0.62, 0.12), (0.64, 0.14)],
                       "echo": [(0.70, 0.11), (0.72, 0.13), (0.74, 0.15)],
                       "random_step": [(0.60, 0.10)] * 3, "min_entropy": [(0.72, 0.11)] * 3,

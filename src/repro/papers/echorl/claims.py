@@ -54,7 +54,7 @@ def decide(runs: dict[str, list[dict]], sft: dict) -> dict:
         c = compare(arms, "echo", "random_step" if other == "random" else other, "avg")
         e3.update({f"vs_{other}_gain": c["gain"], f"vs_{other}_spread": c["spread"],
                    f"vs_{other}_margin": c["margin"]})
-    return {"arms": arms, "sft": {"id_accuracy": sft["id_accuracy"], "ood_accuracy": sft["ood_accuracy"]},
+    return {"arms": arms, "sft": {k: sft[k] for k in ("id_accuracy", "ood_accuracy", "steps")},
             "entropy_profile": sft["entropy_profile"], "e1": e1, "e2": e2, "e3": e3}
 
 
@@ -72,7 +72,7 @@ def report_tables(m: dict, arms: dict) -> str:
     lines += ["", "beta is 0.001 at 7B; at this scale the clip NLL and the policy loss have other magnitudes, "
               "so beta is a per-profile parameter; it was fixed before the runs and not swept (time budget).", "",
               "## Accuracy per arm (greedy, % of test prompts; mean ± std over seeds)", "",
-             f"SFT initialisation (all arms start here): ID {100 * s['id_accuracy']:.1f}%, "
+             f"SFT initialisation (all arms start here; {s['steps']} SFT steps): ID {100 * s['id_accuracy']:.1f}%, "
              f"OOD {100 * s['ood_accuracy']:.1f}%.", "",
              "| arm | seeds | ID | OOD | mean(ID, OOD) | all-success groups, last quarter | s / step |",
              "|---|---|---|---|---|---|---|"]
