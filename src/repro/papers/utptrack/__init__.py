@@ -1,0 +1,1 @@
+"""UTPTrack: unified token pruning (search region, dynamic and static template) for one-stream trackers."""

@@ -1,0 +1,42 @@
+"""Stage 3: fine-tune the trained tracker with one variant's pruning, keep rates warming up from 1.0
+(cosine to the target). The un-pruned `baseline` variant gets the same steps, so every variant is
+compared with a tracker trained exactly as long. All variants see the same batches."""
+import torch
+
+from repro.core.io import atomic_write_json
+from repro.core.stage import StageContext, main
+from repro.papers.utptrack.fit import fit
+from repro.papers.utptrack.method import load_tracker, resolve_variant, save_tracker, warmup_weight
+from repro.papers.utptrack.train import load_split, tail_mean
+
+
+def variant_pruning(model, variants: dict, name: str):
+    return resolve_variant(name, variants, len(model.vit.blocks), model.gx**2, model.gz**2)
+
+
+def run(ctx: StageContext) -> dict:
+    p, name = ctx.params, ctx.wildcards["variant"]
+    ft = p["finetune"]
+    torch.manual_seed(ctx.seed)
+    model = load_tracker(ctx.inputs["model"] / "model")
+    model.pruning = variant_pruning(model, p["variants"], name)
+    warm = ft["keep_warmup"]
+    history = {"warm": []}
+
+    def before_step(step: int) -> None:
+        model.warm = warmup_weight(step, ft["steps"], warm["start"], warm["end"])
+        history["warm"].append(model.warm)
+
+    losses = fit(model, load_split(ctx.inputs["data"], "train"), p["crops"], ft, seed=ctx.seed + 1,
+                 desc=f"finetune {name}", before_step=before_step)
+    model.warm = 0.0
+    save_tracker(model, ctx.out / "model")
+    atomic_write_json(ctx.out / "pruning.json", {"blocks": model.pruning.blocks, "keep": model.pruning.keep,
+                                                 "token_type": model.pruning.token_type})
+    atomic_write_json(ctx.out / "history.json", {"train_loss": losses, **history})
+    return {"variant": name, "steps": ft["steps"], "keep": model.pruning.keep,
+            "train_loss_last": tail_mean(losses)}
+
+
+if __name__ == "__main__":
+    main(run)

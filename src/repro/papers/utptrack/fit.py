@@ -1,0 +1,55 @@
+"""Batches of (template, dynamic template, search) crops and the training loop that train and
+finetune share: the repo's accelerate loop, fed tracker inputs instead of token ids."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from repro.data.video import Videos, training_sample
+from repro.models.training import train_causal_lm
+from repro.papers.utptrack.method import OneStreamTracker, foreground_fraction, xywh_to_cxcywh
+
+
+def to_images(crops: list[np.ndarray]) -> torch.Tensor:
+    """[N, H, W, 3] in [0, 1] -> [N, 3, H, W] in [-1, 1] (the normalisation HF ViTs use)."""
+    return (torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2) - 0.5) / 0.5
+
+
+def inputs(model: OneStreamTracker, static, dynamic, search, static_box, dynamic_box) -> dict:
+    """Model inputs from crops and template boxes (crop pixels)."""
+    fg = lambda b: foreground_fraction(torch.from_numpy(np.stack(b)), model.template_size, model.patch)  # noqa: E731
+    return {"search": to_images(search), "static": to_images(static), "dynamic": to_images(dynamic),
+            "fg_static": fg(static_box), "fg_dynamic": fg(dynamic_box)}
+
+
+def batch_maker(model: OneStreamTracker, videos: Videos, crops: dict, batch_size: int,
+                seed: int) -> Callable[[int], dict]:
+    """next_batch(step): a batch that depends only on (seed, step), whatever ran before."""
+
+    def next_batch(step: int) -> dict:
+        rng = np.random.default_rng([seed, step])
+        s = [training_sample(videos, rng, crops) for _ in range(batch_size)]
+        col = lambda k: [x[k] for x in s]  # noqa: E731
+        batch = inputs(model, col("static"), col("dynamic"), col("search"), col("static_box"), col("dynamic_box"))
+        batch["target"] = xywh_to_cxcywh(torch.from_numpy(np.stack(col("search_box"))), model.search_size)
+        return batch
+
+    return next_batch
+
+
+def fit(model: OneStreamTracker, videos: Videos, crops: dict, t: dict, seed: int, desc: str,
+        before_step: Callable[[int], None] | None = None) -> list[float]:
+    """Train for t.steps batches; `before_step(step)` sets per-step state (the keep-rate warm-up)."""
+    next_batch = batch_maker(model, videos, crops, t["batch_size"], seed)
+    if before_step:
+        before_step(0)
+
+    def after_step(step: int) -> None:
+        if before_step:
+            before_step(step + 1)
+
+    return train_causal_lm(model, next_batch, steps=t["steps"], lr=t["lr"], warmup=t["warmup"],
+                           weight_decay=t["weight_decay"], grad_clip=t["grad_clip"], desc=desc,
+                           after_step=after_step)

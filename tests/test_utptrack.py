@@ -1,0 +1,433 @@
+"""UTPTrack: the pruning mechanism on constructed attention (centre-token query, +1 and token-type
+bonuses, ceil keep counts, global indices, pruning before the MLP, zero-restored search map), the
+video generator and crops, tracking metrics on hand-computed boxes, the HF ViT mapping, claim
+decisions on constructed numbers, and the `paper` profile's code path on local files."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import run_stage
+
+from repro.core import config as rc
+from repro.data import video
+from repro.papers.utptrack import claims, method
+from repro.papers.utptrack.method import Pruning, Tokens
+
+# ---------------------------------------------------------------- pruning on constructed attention
+
+NX, NS, ND = 4, 3, 2  # search, static template (centre = index 1), dynamic template
+L = NX + NS + ND
+Q = NX + 1  # sequence position of the static template's centre token
+
+
+def tokens(fg=(0.0, 0.0, 0.0)) -> Tokens:
+    ar = lambda n, off: (torch.arange(n) + off).view(1, n, 1).float().expand(1, n, 2)  # noqa: E731
+    return Tokens(x=ar(NX, 0), s=ar(NS, 100), d=ar(ND, 200), idx_x=torch.arange(NX)[None],
+                  idx_s=torch.arange(NS)[None], idx_d=torch.arange(ND)[None],
+                  centre=torch.tensor([[False, True, False]]), fg=torch.tensor([fg]))
+
+
+def constructed_probs(query_row: list[float]) -> torch.Tensor:
+    """[1, 2, L, L]: the query row as given (same in both heads); every other row prefers the
+    opposite tokens, so scoring from any other row would pick differently."""
+    row = torch.tensor(query_row)
+    probs = (1 - row).expand(1, 2, L, L).clone()
+    probs[0, :, Q] = row
+    return probs
+
+
+def test_ce_scores_come_from_the_static_centre_row_and_keep_ceil_global_indices():
+    # query attends to search tokens 1 and 3 most; keep ceil(0.4 * 4) = 2
+    probs = constructed_probs([0.1, 0.5, 0.0, 0.3, 0, 0, 0, 0, 0])
+    t = tokens()
+    assert t.query().tolist() == [Q]
+    out = method.prune(t, probs, Pruning({"ce": (0,)}, {"ce": 0.4}), block=0, warm=0.0)
+    assert out.idx_x.tolist() == [[1, 3]]  # ascending position order
+    assert out.x[0, :, 0].tolist() == [1.0, 3.0]
+    assert out.s.shape[1] == NS and out.d.shape[1] == ND  # other groups untouched
+    # a second CE step works on the survivors and still reports positions in the original input
+    probs2 = torch.zeros(1, 2, 2 + NS + ND, 2 + NS + ND)
+    probs2[0, :, 2 + 1] = torch.tensor([0.2, 0.7, 0, 0, 0, 0, 0])  # survivor 1 (global 3) wins
+    out2 = method.prune(out, probs2, Pruning({"ce": (1,)}, {"ce": 0.5}), block=1, warm=0.0)
+    assert out2.idx_x.tolist() == [[3]]
+
+
+def test_dte_scores_dynamic_tokens_from_the_query_row():
+    probs = constructed_probs([0, 0, 0, 0, 0, 0, 0, 0.2, 0.6])
+    out = method.prune(tokens(), probs, Pruning({"dte": (0,)}, {"dte": 0.5}), block=0, warm=0.0)
+    assert out.idx_d.tolist() == [[1]] and out.d[0, 0, 0].item() == 201.0
+
+
+def test_ste_centre_bonus_and_token_type_bonus():
+    # static tokens: 0 attends 0.30, centre 1 attends 0.00, 2 attends 0.25
+    probs = constructed_probs([0, 0, 0, 0, 0.30, 0.00, 0.25, 0, 0])
+    t = tokens(fg=(0.0, 1.0, 0.9))
+    scores = method.ste_scores(probs, t.query(), NX, t.centre, t.fg, token_type=False)
+    assert torch.allclose(scores, torch.tensor([[0.30, 1.00, 0.25]]))
+    aware = method.ste_scores(probs, t.query(), NX, t.centre, t.fg, token_type=True)
+    assert torch.allclose(aware, torch.tensor([[0.30, 2.00, 1.15]]))
+    # keep ceil(0.34 * 3) = 2: the centre always survives; the foreground bonus decides the other
+    plain = method.prune(t, probs, Pruning({"ste": (0,)}, {"ste": 0.34}), 0, 0.0)
+    typed = method.prune(t, probs, Pruning({"ste": (0,)}, {"ste": 0.34}, token_type=True), 0, 0.0)
+    assert plain.idx_s.tolist() == [[0, 1]] and typed.idx_s.tolist() == [[1, 2]]
+    # the query flag and foreground travel with the kept tokens
+    assert typed.centre.tolist() == [[True, False]] and typed.fg[0].tolist() == pytest.approx([1.0, 0.9])
+    assert typed.query().tolist() == [NX]
+    # keep ceil(0.1 * 3) = 1: only the centre, although it has the lowest attention
+    only = method.prune(t, probs, Pruning({"ste": (0,)}, {"ste": 0.1}), 0, 0.0)
+    assert only.idx_s.tolist() == [[1]]
+
+
+def test_all_modules_of_a_block_score_the_pre_pruning_layout():
+    row = [0.1, 0.5, 0.0, 0.3, 0.2, 0.0, 0.1, 0.2, 0.6]
+    probs = constructed_probs(row)
+    both = method.prune(tokens(), probs, Pruning({"ce": (0,), "dte": (0,), "ste": (0,)},
+                                                 {"ce": 0.5, "dte": 0.5, "ste": 0.34}), 0, 0.0)
+    assert both.idx_x.tolist() == [[1, 3]] and both.idx_d.tolist() == [[1]] and both.idx_s.tolist() == [[0, 1]]
+
+
+def test_keep_counts_use_ceil():
+    assert method.keep_count(64, 0.7) == 45  # 44.8 -> 45
+    assert method.keep_count(45, 0.7) == 32  # 31.5 -> 32
+    assert method.keep_count(25, 0.6) == 15  # exactly 15, not 16 from float noise
+    assert method.keep_count(15, 0.6) == 9
+    assert method.keep_count(9, 0.6) == 6  # 5.4 -> 6
+    assert method.keep_count(10, 1.0) == 10
+
+
+def test_warmup_and_ratio():
+    w = [method.warmup_weight(s, 100, 0.1, 0.5) for s in range(100)]
+    assert w[0] == w[9] == 1.0 and w[50] == w[99] == 0.0
+    assert w[30] == pytest.approx(0.5) and all(a >= b for a, b in zip(w, w[1:]))
+    p = Pruning({"ce": (2,)}, {"ce": 0.7})
+    assert p.ratio("ce", 2, 1.0) == 1.0 and p.ratio("ce", 2, 0.0) == 0.7
+    assert p.ratio("ce", 2, 0.5) == pytest.approx(0.85) and p.ratio("ce", 3, 0.0) == 1.0
+
+
+def test_restore_search_puts_zeros_at_pruned_positions():
+    x = torch.tensor([[[1.0, 1.0], [2.0, 2.0]]])
+    full = method.restore_search(x, torch.tensor([[3, 1]]), 5)
+    assert full[0].tolist() == [[0, 0], [2, 2], [0, 0], [1, 1], [0, 0]]
+
+
+TINY = {"hidden_size": 16, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 32,
+        "patch_size": 8, "head_channels": 8}
+CROPS = {"template_size": 40, "search_size": 64}
+UTP = Pruning({"ce": (1, 3), "dte": (2,), "ste": (2,)}, {"ce": 0.7, "dte": 0.6, "ste": 0.6}, token_type=True)
+
+
+def tiny_tracker():
+    torch.manual_seed(0)
+    return method.build_tracker(TINY, CROPS).eval()
+
+
+def inputs(B=2):
+    g = torch.Generator().manual_seed(1)
+    return {"search": torch.randn(B, 3, 64, 64, generator=g), "static": torch.randn(B, 3, 40, 40, generator=g),
+            "dynamic": torch.randn(B, 3, 40, 40, generator=g), "fg_static": torch.rand(B, 25, generator=g),
+            "fg_dynamic": torch.rand(B, 25, generator=g)}
+
+
+def test_pruning_happens_after_attention_and_before_the_mlp(monkeypatch):
+    from repro.models.vit import Block
+
+    model = tiny_tracker()
+    model.pruning = UTP
+    seen = []
+    attend, ff = Block.attend, Block.feed_forward
+    monkeypatch.setattr(Block, "attend", lambda self, x, need_probs=False: (
+        seen.append(("attn", x.shape[1], need_probs)), attend(self, x, need_probs))[1])
+    monkeypatch.setattr(Block, "feed_forward", lambda self, x: (seen.append(("mlp", x.shape[1])), ff(self, x))[1])
+    out = model(**inputs())
+    # block 1: CE 64 -> 45 between attention (114) and MLP (95); block 2: DTE/STE 25 -> 15 each
+    assert seen[2:6] == [("attn", 114, True), ("mlp", 95, ), ("attn", 95, True), ("mlp", 75)]
+    assert seen[0] == ("attn", 114, False)  # blocks that prune nothing use fused attention
+    assert out.counts == [(64, 25, 25), (45, 25, 25), (45, 15, 15), (32, 15, 15)]
+    trace = method.token_trace(UTP, 4, 64, 25)
+    assert [(b["search"], b["static"], b["dynamic"]) for b in trace] == out.counts
+
+
+def test_head_sees_full_search_map_with_zeros_where_pruned():
+    model = tiny_tracker()
+    model.pruning = Pruning({"ce": (3,)}, {"ce": 0.5})
+    captured = {}
+    model.head.register_forward_pre_hook(lambda m, args: captured.update(fmap=args[0]))
+    model(**inputs())
+    fmap = captured["fmap"]  # [B, D, 8, 8]
+    assert fmap.shape == (2, 16, 8, 8)
+    zero = (fmap.abs().sum(1) == 0).flatten(1)
+    assert zero.sum(1).tolist() == [32, 32]  # 64 - ceil(0.5 * 64) restored as zeros
+    # pruning at full keep changes nothing
+    model.pruning = Pruning({"ce": (3,)}, {"ce": 1.0})
+    ref = tiny_tracker()
+    assert torch.equal(model(**inputs()).score, ref(**inputs()).score)
+
+
+def test_warmup_weight_one_means_no_pruning():
+    model = tiny_tracker()
+    ref = model(**inputs()).score
+    model.pruning, model.warm = UTP, 1.0
+    out = model(**inputs())
+    assert out.counts == [(64, 25, 25)] * 4 and torch.equal(out.score, ref)
+
+
+def test_macs_and_tokens_pruned_of_the_mini_schedule():
+    p = rc.load_paper("utptrack")["mini"]
+    utp = method.Pruning.from_variant(p["variants"]["utptrack"])
+    trace = method.token_trace(utp, 8, 64, 25)
+    assert [b["out"] for b in trace] == [114, 114, 95, 75, 62, 50, 41, 35]
+    assert method.tokens_pruned(trace, 64, 25)["final"] == pytest.approx(1 - 35 / 114)
+    d, h = 64, 256
+    full = method.token_trace(Pruning(), 8, 64, 25)
+    m = method.macs(full, {"hidden_size": d, "intermediate_size": h, "patch_size": 8}, 64, 25, 64)
+    assert m["blocks"] == 8 * (4 * 114 * d * d + 2 * 114**2 * d + 2 * 114 * d * h)
+    # search-only at an equal budget: at least UTPTrack's tokens per block, 0.01 less would be below
+    keep = method.match_search_keep(utp, (2, 4, 6), 8, 64, 25)
+    budget = lambda r: sum(b["out"] for b in method.token_trace(Pruning({"ce": (2, 4, 6)}, {"ce": r}), 8, 64, 25))  # noqa: E731
+    assert budget(keep) >= sum(b["out"] for b in trace) > budget(round(keep - 0.01, 2))
+    resolved = method.resolve_variant("search_only", p["variants"], 8, 64, 25)
+    assert resolved.keep == {"ce": keep} and set(resolved.blocks) == {"ce"}
+    with pytest.raises(ValueError, match="do not exist"):
+        method.resolve_variant("utptrack", p["variants"], 6, 64, 25)
+
+
+def test_loss_targets_and_decode():
+    target = torch.tensor([[0.55, 0.30, 0.25, 0.20]])
+    heat = method.gaussian_heatmap(target, 8)
+    assert heat[0, 2, 4] == 1.0 and heat.eq(1).sum() == 1  # cell (row 2, col 4) holds the centre
+    size = torch.zeros(1, 2, 8, 8)
+    offset = torch.zeros(1, 2, 8, 8)
+    size[0, :, 2, 4] = torch.tensor([0.25, 0.20])
+    offset[0, :, 2, 4] = torch.tensor([0.4, 0.4])
+    score = torch.full((1, 8, 8), -5.0)
+    score[0, 2, 4] = 5.0
+    box, conf = method.decode(score, size, offset, None)
+    assert torch.allclose(box, target) and conf.item() == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
+    g, iou = method.giou(method.cxcywh_to_xyxy(box), method.cxcywh_to_xyxy(target))
+    assert g.item() == pytest.approx(1.0) and iou.item() == pytest.approx(1.0)
+    fg = method.foreground_fraction(torch.tensor([[4.0, 0.0, 8.0, 12.0]]), 16, 8)  # 2 x 2 patches
+    assert fg[0].tolist() == pytest.approx([0.5, 0.5, 0.25, 0.25])
+
+
+# ---------------------------------------------------------------- generator, crops, metrics
+
+SPEC = video.VideoSpec(frame_size=96, frames=30, target_size=(12.0, 20.0))
+
+
+def test_generator_is_deterministic_and_boxes_stay_in_frame():
+    f1, b1 = video.render_video((0, 3), SPEC)
+    f2, b2 = video.render_video((0, 3), SPEC)
+    f3, _ = video.render_video((0, 4), SPEC)
+    assert np.array_equal(f1, f2) and np.array_equal(b1, b2) and not np.array_equal(f1, f3)
+    assert f1.shape == (30, 96, 96, 3) and f1.dtype == np.uint8
+    for seed in range(20):
+        _, b = video.render_video((1, seed), SPEC)
+        assert (b[:, :2] >= -1e-4).all() and (b[:, :2] + b[:, 2:] <= 96 + 1e-4).all()
+        size = np.sqrt(b[:, 2] * b[:, 3])
+        assert (size >= 12 - 1e-3).all() and (size <= 20 + 1e-3).all()
+        assert np.abs(np.diff(b[:, :2], axis=0)).max() < 10  # smooth motion
+
+
+def test_crop_geometry():
+    frame = np.zeros((50, 50, 3), np.uint8)
+    frame[10:20, 20:40] = 255
+    box = np.array([20.0, 10.0, 20.0, 10.0])
+    win = video.crop_window(box, 2.0)
+    assert win[2] == pytest.approx(2 * np.sqrt(200))
+    inside = video.box_to_crop(box, win, 40)
+    assert inside[:2] + inside[2:] / 2 == pytest.approx([20.0, 20.0])  # centred
+    assert video.box_from_crop(inside, win, 40) == pytest.approx(box, abs=1e-4)
+    patch = video.crop(frame, (20.0, 10.0, 10.0), 10)  # 1:1 crop of the white block's corner
+    assert patch[2:8, 2:8].min() == pytest.approx(1.0)
+    out = video.crop(frame, (-100.0, -100.0, 20.0), 4)  # entirely outside: the frame's mean colour
+    assert out == pytest.approx(np.full((4, 4, 3), frame[::4, ::4].mean() / 255), abs=1e-6)
+
+
+def test_iou_success_and_precision_on_hand_computed_boxes():
+    assert video.box_iou([[0, 0, 10, 10]], [[5, 5, 10, 10]])[0] == pytest.approx(25 / 175)
+    assert video.box_iou([[0, 0, 10, 10]], [[20, 0, 5, 5]])[0] == 0.0
+    gt = np.array([[0, 0, 10, 10]] * 3, float)
+    pred = np.array([[50, 50, 1, 1], [0, 0, 10, 10], [0, 0, 10, 5]], float)  # frame 0 is never scored
+    s = video.sequence_scores(pred, gt, precision_px=2.0)
+    # IoU 1 exceeds 20 of 21 thresholds (not 1.0), IoU 0.5 exceeds 10 (0 .. 0.45)
+    assert s["auc"] == pytest.approx((20 + 10) / 42)
+    # centre errors 0 and 2.5 px; normalised 0 and 0.25
+    assert s["precision"] == 0.5 and video.sequence_scores(pred, gt, 20.0)["precision"] == 1.0
+    assert s["norm_precision"] == pytest.approx((51 + 26) / 102)
+    both = video.dataset_scores([pred, gt], [gt, gt], 2.0)
+    assert both["auc"] == pytest.approx(((20 + 10) / 42 + 20 / 21) / 2)
+    assert both["per_sequence_auc"] == pytest.approx([(20 + 10) / 42, 20 / 21])
+
+
+def test_training_sample_boxes_match_crops(tmp_path):
+    ds = video.render_split((0, 0), 2, video.VideoSpec(frame_size=96, frames=10, target_size=(12.0, 20.0)))
+    videos = video.Videos(ds)
+    assert len(videos) == 2 and videos.length(1) == 10
+    assert videos.frame(1, 3).dtype == np.uint8
+    assert np.array_equal(videos.frame(1, 3), np.asarray(ds[13]["image"]))
+    crops = {"template_factor": 2.0, "search_factor": 4.0, "template_size": 40, "search_size": 64,
+             "center_jitter": 0.5, "scale_jitter": 0.15, "max_gap": 5}
+    a = video.training_sample(videos, np.random.default_rng(0), crops)
+    b = video.training_sample(videos, np.random.default_rng(0), crops)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert a["static"].shape == (40, 40, 3) and a["search"].shape == (64, 64, 3)
+    assert a["static_box"][:2] + a["static_box"][2:] / 2 == pytest.approx([20, 20], abs=1e-3)
+    sb = a["search_box"]  # jitter keeps the target in the search crop
+    assert sb[0] >= 0 and sb[1] >= 0 and sb[0] + sb[2] <= 64 and sb[1] + sb[3] <= 64
+
+
+# ---------------------------------------------------------------- HF mapping, claims, params
+
+
+def test_hf_vit_maps_to_the_same_function(tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    from repro.models.vit import from_hf
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                    image_size=32, patch_size=8)
+    hf = ViTModel(cfg, add_pooling_layer=False).eval()
+    hf.save_pretrained(tmp_path / "vit")
+    vit, grid = from_hf(str(tmp_path / "vit"))
+    img = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = hf(pixel_values=img).last_hidden_state
+        pos = hf.embeddings.position_embeddings[0]
+        x = torch.cat([(hf.embeddings.cls_token[0] + pos[:1]).expand(2, 1, 32),
+                       vit.patch_embed(img) + pos[1:]], dim=1)
+        for blk in vit.blocks:
+            x = blk(x)
+        assert torch.allclose(vit.norm(x), ref, atol=1e-5)
+    assert torch.equal(grid, pos[1:])
+
+
+def evals_for(auc: dict, per: dict) -> dict:
+    def ev(name, tokens):
+        trace = [{"out": tokens}]
+        return {"auc": auc[name], "precision": 0.5, "norm_precision": 0.4, "template_updates": 1,
+                "per_sequence_auc": per[name], "tokens_pruned": {"final": 1 - tokens / 114, "block_mean": 0.3},
+                "token_trace": trace, "macs": {"total": tokens * 1e6}}
+
+    out = {n: {"finetuned": ev(n, t)} for n, t in (("baseline", 114), ("utptrack", 35), ("ce_dte_ste", 35),
+                                                    ("search_only", 53))}
+    out["utptrack"]["training_free"] = ev("utptrack", 35) | {"auc": 0.2}
+    return out
+
+
+def test_decide_on_constructed_results():
+    per = {"baseline": [0.6, 0.6], "utptrack": [0.6, 0.56], "ce_dte_ste": [0.5, 0.6], "search_only": [0.4, 0.4]}
+    auc = {k: float(np.mean(v)) for k, v in per.items()}
+    roles = {"baseline": "baseline", "unified": "utptrack", "unaware": "ce_dte_ste", "search_only": "search_only"}
+    lat = {"baseline": {"b1": {"seconds": 1, "ms_per_frame": 1000, "speedup": 1.0}},
+           "utptrack": {"b1": {"seconds": 0.5, "ms_per_frame": 500, "speedup": 2.0}}}
+    m = claims.decide(evals_for(auc, per), lat, roles, bootstrap=100, seed=0)
+    assert m["u1"]["relative_auc"] == pytest.approx(0.58 / 0.6)
+    assert m["u1"]["relative_auc_training_free"] == pytest.approx(0.2 / 0.6)
+    assert m["u1"]["tokens_pruned_final"] == pytest.approx(1 - 35 / 114)
+    assert m["u2"]["unified_minus_search_only"] == pytest.approx(0.18)
+    assert m["u2"]["bootstrap"]["ci95"][0] > 0
+    assert m["u3"]["aware_minus_unaware"] == pytest.approx(0.03)
+    assert m["variants"]["utptrack/finetuned"]["latency"]["b1"]["speedup"] == 2.0
+    verdicts = {v["id"]: v["verdict"] for v in __import__("repro.report.claims", fromlist=["x"]).evaluate_claims(
+        rc.load_paper("utptrack")["claims"], m)}
+    assert verdicts == {"U1": "not reproduced", "U2": "reproduced", "U3": "reproduced"}  # 0.967 < 0.97
+    tables = claims.report_tables(m, {"utptrack": {"ce": 0.7}})
+    assert "| utptrack | training_free | 0.70/-/- |" in tables and "| utptrack | 500.00 | 2.00 | n/a |" in tables
+
+
+def test_bad_params_name_file_and_key():
+    params = copy.deepcopy(rc.load_paper("utptrack"))
+    params["mini"]["variants"]["search_only"]["ce"]["keep"] = 0.5  # solved, never given
+    with pytest.raises(rc.ParamsError, match=r"params/utptrack.yaml: key 'mini.variants.search_only"):
+        rc.validate_paper(params, "utptrack")
+    params = copy.deepcopy(rc.load_paper("utptrack"))
+    params["smoke"]["finetune"]["keep_warmup"]["end"] = 2
+    with pytest.raises(rc.ParamsError, match=r"key 'smoke.finetune.keep_warmup.end'"):
+        rc.validate_paper(params, "utptrack")
+
+
+# ---------------------------------------------------------------- stages: determinism and the `paper` path
+
+
+def test_smoke_training_is_deterministic(tmp_path):
+    from repro.papers.utptrack import data, train
+
+    path = tmp_path / "utptrack.yaml"
+    path.write_text(yaml.safe_dump(rc.load_paper("utptrack")))
+    run_stage("utptrack", data, path, tmp_path / "data", ["data"], profile="smoke")
+    a = run_stage("utptrack", train, path, tmp_path / "t1", ["model", "crops", "loss", "train"],
+                  [("data", tmp_path / "data")], profile="smoke")
+    b = run_stage("utptrack", train, path, tmp_path / "t2", ["model", "crops", "loss", "train"],
+                  [("data", tmp_path / "data")], profile="smoke")
+    assert a == b and np.isfinite(a["train_loss_last"])
+
+
+def test_paper_profile_chain_on_local_files(tmp_path):
+    """Hub names swapped for a tiny local ViT checkpoint (save_pretrained, 24 blocks as the paper's
+    schedule needs) and a local parquet file of frames + boxes (images as PNG, like hub sets) read
+    with load_dataset; same stages, the published crop sizes and pruning schedule."""
+    import datasets
+    from PIL import Image
+    from transformers import ViTConfig, ViTModel
+
+    from repro.papers.utptrack import analysis, data, evaluate, finetune, latency, train
+
+    torch.manual_seed(0)
+    ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=24, num_attention_heads=2, intermediate_size=32,
+                       image_size=224, patch_size=16), add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    spec = video.VideoSpec(frame_size=96, frames=6, target_size=(14.0, 20.0))
+    feats = datasets.Features({"video": datasets.Value("int32"), "frame": datasets.Value("int32"),
+                               "image": datasets.Image(), "box": datasets.Sequence(datasets.Value("float32"))})
+    files = {}
+    for i, name in enumerate(("train", "test")):
+        rows = video.render_split((7, i), 2, spec).with_format("numpy")[:]
+        table = {"video": rows["video"], "frame": rows["frame"],
+                 "image": [Image.fromarray(im.astype(np.uint8)) for im in rows["image"]], "box": rows["box"].tolist()}
+        files[name] = str(tmp_path / f"{name}.parquet")
+        datasets.Dataset.from_dict(table, features=feats).to_parquet(files[name])
+
+    params = copy.deepcopy(rc.load_paper("utptrack"))
+    sec = params["paper"]
+    sec["data"]["source"]["load"] = {"path": "parquet", "data_files": files}
+    sec["model"] = {"pretrained": str(tmp_path / "vit"), "head_channels": 8}
+    sec["train"].update(steps=1, batch_size=2, warmup=0)
+    sec["finetune"].update(steps=2, batch_size=2, warmup=0)
+    sec["crops"]["max_gap"] = 3
+    sec["evaluate"]["update_interval"] = 2
+    sec["latency"].update(batch_sizes=[1, 2], warmup=0, repeats=1, rounds=1)
+    sec["analysis"]["bootstrap"] = 10
+    path = tmp_path / "utptrack.yaml"
+    path.write_text(yaml.safe_dump(params))
+
+    r = tmp_path / "results"
+    d = run_stage("utptrack", data, path, r / "data", ["data"])
+    assert d["test"] == {"videos": 2, "frames": 12, "target_size_mean": pytest.approx(d["test"]["target_size_mean"])}
+    t = run_stage("utptrack", train, path, r / "train", ["model", "crops", "loss", "train"], [("data", r / "data")])
+    cfg = json.loads((r / "train" / "model" / "config.json").read_text())
+    assert cfg["vit"]["num_hidden_layers"] == 24 and cfg["search_size"] == 224 and t["steps"] == 1
+    names = list(sec["variants"])
+    for v in names:
+        run_stage("utptrack", finetune, path, r / "finetune" / v, ["crops", "variants", "finetune"],
+                  [("data", r / "data"), ("model", r / "train")], [("variant", v)])
+    for v in names:
+        ev = run_stage("utptrack", evaluate, path, r / "evaluate" / v, ["crops", "variants", "evaluate"],
+                       [("data", r / "data"), ("model", r / "finetune" / v), ("baseline", r / "finetune" / "baseline")],
+                       [("variant", v)])
+        assert 0 <= ev["finetuned"]["auc"] <= 1
+    # published schedule on 14 x 14 search / 7 x 7 template tokens: 196 -> 138 -> 97 -> 68, 49 -> 30 -> 18 -> 11
+    utp = json.loads((r / "evaluate" / "utptrack" / "metrics.json").read_text())["metrics"]
+    trace = utp["finetuned"]["token_trace"]
+    assert trace[21]["in"] == 68 + 18 + 18
+    assert trace[-1] == {"in": 90, "out": 90, "search": 68, "static": 11, "dynamic": 11}
+    lat = run_stage("utptrack", latency, path, r / "latency", ["model", "crops", "variants", "latency"])
+    assert lat["variants"]["baseline"]["b2"]["speedup"] == 1.0
+    inputs = [(f"evaluate_{v}", r / "evaluate" / v) for v in names] + \
+             [(f"finetune_{v}", r / "finetune" / v) for v in names] + [("latency", r / "latency")]
+    m = run_stage("utptrack", analysis, path, r / "analysis", ["variants", "analysis"], inputs)
+    assert {"u1", "u2", "u3"} <= set(m)
+    assert (r / "analysis" / "tradeoff.png").stat().st_size > 1000
