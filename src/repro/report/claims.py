@@ -26,6 +26,11 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def fmt_number(x, spec: str) -> str:
+    """A report-table cell: `x` formatted, or n/a where a measurement is missing."""
+    return "n/a" if x is None else format(x, spec)
+
+
 def evaluate_claim(claim: dict, metrics: dict) -> dict:
     measured, failed, missing = {}, [], []
     for chk in claim["checks"]:

@@ -8,6 +8,7 @@ import math
 import statistics
 
 from repro.papers.routing_free_moe.arms import MAIN_ARMS
+from repro.report.claims import fmt_number
 
 
 def spread(values: list[float]) -> dict:
@@ -87,9 +88,6 @@ def decide(runs: dict, sweep_runs: dict, mu_arms: dict[float, str], rf: dict, r4
     }
 
 
-def _f(x, fmt=".4f") -> str:
-    return "n/a" if x is None else format(x, fmt)
-
 
 def report_tables(m: dict, runs: dict) -> str:
     """Markdown sections of the report: arms, density control, mu sweep, threshold sweep."""
@@ -113,14 +111,15 @@ def report_tables(m: dict, runs: dict) -> str:
               "|---|---|---|---|---|"]
     for key, r in sorted(runs.items()):
         if r["kind"] == "routing_free":
-            lines.append(f"| {key} | {_f(r['rho_final'])} | {_f(r['density'])} | {_f(r['lambda_final'], '.3g')} | "
-                         f"{r['dead_experts']} / {r['experts_total']} |")
+            lines.append(f"| {key} | {fmt_number(r['rho_final'], '.4f')} | {fmt_number(r['density'], '.4f')} | "
+                         f"{fmt_number(r['lambda_final'], '.3g')} | {r['dead_experts']} / {r['experts_total']} |")
     lines += ["", "## mu sweep: expert balance (mu = 1) vs token balance (mu = 0)", "",
               "| mu | arm | expert-load CV | token-compute CV | dead experts | val loss | density | seeds |",
               "|---|---|---|---|---|---|---|---|"]
     for mu, v in m["r3"]["mu"].items():
-        lines.append(f"| {mu} | {v['arm']} | {_f(v['expert_load_cv'])} | {_f(v['token_compute_cv'])} | "
-                     f"{_f(v['dead_experts'], '.1f')} | {_f(v['val_loss'])} | {_f(v['density'])} | {v['seeds']} |")
+        lines.append(f"| {mu} | {v['arm']} | {fmt_number(v['expert_load_cv'], '.4f')} | "
+                     f"{fmt_number(v['token_compute_cv'], '.4f')} | {fmt_number(v['dead_experts'], '.1f')} | "
+                     f"{fmt_number(v['val_loss'], '.4f')} | {fmt_number(v['density'], '.4f')} | {v['seeds']} |")
     r4 = m["r4"]
     lines += ["", f"## Inference threshold sweep (trained at theta = {r4['trained_theta']}, mean over seeds)", "",
               "| theta | val loss | change vs trained theta | density |", "|---|---|---|---|"]

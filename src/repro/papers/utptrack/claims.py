@@ -7,6 +7,7 @@ which says how much of a difference one seed and this many sequences can resolve
 from __future__ import annotations
 
 import numpy as np
+from repro.report.claims import fmt_number
 
 SCORES = ("auc", "precision", "norm_precision")
 
@@ -66,9 +67,6 @@ def decide(evals: dict, latency: dict, roles: dict, bootstrap: int, seed: int) -
     }
 
 
-def _f(x, fmt=".3f") -> str:
-    return "n/a" if x is None else format(x, fmt)
-
 
 def report_tables(m: dict, keep: dict) -> str:
     """Markdown: every variant and mode, CPU latency per variant, then the three comparisons."""
@@ -78,8 +76,8 @@ def report_tables(m: dict, keep: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in m["variants"].values():
         k = keep.get(r["variant"], {})
-        ratios = "/".join(_f(k.get(mod), ".2f") if mod in k else "-" for mod in ("ce", "dte", "ste"))
-        lines.append(f"| {r['variant']} | {r['mode']} | {ratios} | {r['auc']:.3f} | {_f(r['relative_auc'])} | "
+        ratios = "/".join(fmt_number(k.get(mod), ".2f") if mod in k else "-" for mod in ("ce", "dte", "ste"))
+        lines.append(f"| {r['variant']} | {r['mode']} | {ratios} | {r['auc']:.3f} | {fmt_number(r['relative_auc'], '.3f')} | "
                      f"{r['precision']:.3f} | {r['norm_precision']:.3f} | {r['tokens_pruned_final']:.1%} / "
                      f"{r['tokens_pruned_block_mean']:.1%} | {r['macs'] / 1e6:.1f} | {r['macs_relative']:.3f} | "
                      f"{r['template_updates']} |")
@@ -90,7 +88,7 @@ def report_tables(m: dict, keep: dict) -> str:
               "| variant | " + " | ".join(f"ms/frame {b} | speedup {b} | speedup {b} (fastest)" for b in batches)
               + " |", "|---|" + "---|---|---|" * len(batches)]
     for name, v in lat.items():
-        cells = [f"{v[b]['ms_per_frame']:.2f} | {v[b]['speedup']:.2f} | {_f(v[b].get('speedup_of_min'), '.2f')}"
+        cells = [f"{v[b]['ms_per_frame']:.2f} | {v[b]['speedup']:.2f} | {fmt_number(v[b].get('speedup_of_min'), '.2f')}"
                  if b in v else "n/a | n/a | n/a" for b in batches]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     u1, u2, u3 = m["u1"], m["u2"], m["u3"]
@@ -98,7 +96,8 @@ def report_tables(m: dict, keep: dict) -> str:
     lines += ["", "## Comparisons (paired bootstrap over test sequences)", "",
               f"- U1: unified pruning removes {u1['tokens_pruned_final']:.1%} of vision tokens after the last "
               f"block ({u1['tokens_pruned_block_mean']:.1%} averaged over blocks) and keeps "
-              f"{_f(u1['relative_auc'])} of the baseline AUC (training-free: {_f(u1['relative_auc_training_free'])}); "
+              f"{fmt_number(u1['relative_auc'], '.3f')} of the baseline AUC "
+              f"(training-free: {fmt_number(u1['relative_auc_training_free'], '.3f')}); "
               f"AUC minus baseline {ci(u1['auc_minus_baseline'])}.",
               f"- U2: at an equal token budget ({u2['tokens_per_block_unified']:.1f} vs "
               f"{u2['tokens_per_block_search_only']:.1f} tokens per block; MACs {u2['macs_unified'] / 1e6:.1f}M vs "
