@@ -12,6 +12,7 @@ include: "workflow/rules/pruninginfersim.smk"
 include: "workflow/rules/routing_free_moe.smk"
 include: "workflow/rules/echorl.smk"
 include: "workflow/rules/utptrack.smk"
+include: "workflow/rules/proactivellm.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/dvc.smk"
 

@@ -38,15 +38,16 @@ def calib():
     return [torch.randint(0, 256, (2, 32), generator=g) for _ in range(2)]
 
 
-def save_bpe_tokenizer(texts: list[str], folder, eos_token: str | None = None) -> int:
-    """A small byte-level BPE tokenizer trained on `texts`, saved like a hub tokenizer; its vocab size."""
+def save_bpe_tokenizer(texts: list[str], folder, eos_token: str | None = None, extra_special: tuple = ()) -> int:
+    """A small byte-level BPE tokenizer trained on `texts`, saved like a hub tokenizer; its vocab size.
+    `extra_special`: more special tokens, each encoded as one token (e.g. a separator)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel()
     tok.decoder = decoders.ByteLevel()
-    special = ["<unk>"] + ([eos_token] if eos_token else [])
+    special = ["<unk>"] + ([eos_token] if eos_token else []) + list(extra_special)
     tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=special,
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     extra = {"eos_token": eos_token} if eos_token else {}

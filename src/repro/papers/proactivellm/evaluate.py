@@ -1,0 +1,161 @@
+"""Stage 3: every arm of one task in the streaming loop, and its states against the oracle.
+
+Per arm:
+  - teacher-forced states (reference target prefix, every source prefix c = 1..S): each decision
+    head's score and the oracle label 1[c >= oracle_t]; on validation they give the head's tau sweep
+    (quantiles of its scores), on test its AUROC;
+  - the READ/WRITE loop on test for the arm's policies (`evaluate.policies`): read-then-generate,
+    wait-k (each k), a decision head at each tau (V4: also its oracle-trained head), the oracle
+    policy: quality, AL and LAAL.
+Models run with eager attention (the attention head needs the probabilities).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from repro.core.io import atomic_write_json
+from repro.core.stage import StageContext, main
+from repro.models.causal_lm import device, load_checkpoint
+from repro.papers.proactivellm.method import (attention_score, entropy_score, learned_score, lm_forward,
+                                              load_head, maxprob_score, oracle_policy, read_all_policy,
+                                              threshold_policy, waitk_policy)
+from repro.papers.proactivellm.task import Task, batch
+from repro.streaming.latency import al, laal
+from repro.streaming.loop import stream
+
+
+def chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+@torch.no_grad()
+def state_scores(lm, examples, tok, heads: list[str], attn_cfg: dict, head=None, offset: int = 0,
+                 size: int = 256, reachable: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Scores of every head and oracle labels over (example, source prefix c, target row). With
+    `reachable`, only states whose reference prefix was already determined (c >= the oracle of the
+    previous row): a reader that writes only determined tokens meets those; the others hand the
+    model tokens it could not have known yet (e.g. QA's EOS row right after an unseen answer)."""
+    scores, labels = {h: [] for h in heads}, []
+    for c in range(1, max(len(e.units) for e in examples) + 1):
+        for chunk in chunks([e for e in examples if len(e.units) >= c], size):
+            b = batch(chunk, [[c] * e.rows for e in chunk], tok, offset)
+            store = {}
+            hook = lm.get_output_embeddings().register_forward_pre_hook(
+                lambda mod, args: store.__setitem__("h", args[0]))
+            try:
+                out = lm_forward(lm, b["input_ids"], b["attention_mask"], b["position_ids"],
+                                 output_attentions="attention" in heads)
+            finally:
+                hook.remove()
+            sw = b["src_width"]
+            valid = b["oracle"] >= 0
+            if reachable:
+                prev = torch.cat([torch.ones_like(b["oracle"][:, :1]), b["oracle"][:, :-1]], 1)
+                valid &= c >= prev
+            labels.append((c >= b["oracle"])[valid].numpy())
+            valid = valid.to(out.logits.device)
+            logits = out.logits[:, sw:]
+            for h in heads:
+                if h == "entropy":
+                    s = entropy_score(logits)
+                elif h == "maxprob":
+                    s = maxprob_score(logits)
+                elif h == "attention":
+                    newest = torch.zeros(len(chunk), b["input_ids"].shape[1])
+                    for i, e in enumerate(chunk):
+                        ends = np.cumsum([0] + [len(u) for u in e.units])
+                        newest[i, ends[max(0, c - attn_cfg["newest_units"])]:ends[c]] = 1
+                    s = attention_score([a[:, :, sw:] for a in out.attentions], newest[:, None], attn_cfg["layers"])
+                else:
+                    s = learned_score(head, store["h"][:, sw:])
+                scores[h].append(s[valid].float().cpu().numpy())
+    return {h: np.concatenate(v) for h, v in scores.items()}, np.concatenate(labels)
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if 0 < labels.mean() < 1 else None
+
+
+def quality(metric: str, hyps: list[str], refs: list[str]) -> float:
+    """In [0, 1]: corpus BLEU / 100 (sacrebleu) or exact-match accuracy."""
+    if metric == "bleu":
+        import sacrebleu
+
+        # force: our references are space-separated words already (sacrebleu would warn per call)
+        return sacrebleu.corpus_bleu(hyps, [refs], force=True).score / 100
+    return float(np.mean([h == r for h, r in zip(hyps, refs)]))
+
+
+def run_policy(lm, examples, tok, make_policy, cfg: dict, ev: dict, offset: int, need_attentions=False,
+               need_hidden=False) -> dict:
+    hyps, als, laals, first = [], [], [], []
+    for chunk in chunks(examples, ev["batch_size"]):
+        outs = stream(lm, [e.units for e in chunk], make_policy(chunk), start_id=tok.sep_id, eos_id=tok.eos_id,
+                      max_len=cfg["max_len"], pad_id=tok.pad_id, eos_needs_full_source=cfg["eos_full_source"],
+                      target_offset=offset, need_attentions=need_attentions, need_hidden=need_hidden)
+        for e, o in zip(chunk, outs):
+            hyps.append(tok.decode(o.tokens))
+            als.append(al(o.delays, len(e.units)))
+            laals.append(laal(o.delays, len(e.units), len(e.target)))
+            first.append((o.delays[0] if o.delays else len(e.units)) / len(e.units))
+    return {"quality": quality(cfg["metric"], hyps, [e.reference for e in examples]),
+            "al": float(np.mean(als)), "laal": float(np.mean(laals)),
+            "first_write_fraction": float(np.mean(first)), "n": len(examples)}
+
+
+def evaluate_arm(lm, head, task: Task, cfg: dict, ev: dict, policies: list[str], offset: int) -> dict:
+    tok = task.tokenizer
+    val = task.examples("validation", ev["calibration_examples"])
+    test = task.examples("test", ev["test_examples"])
+    heads = ["entropy", "maxprob", "attention"] + (["learned"] if head is not None else [])
+    attn = ev["attention"]
+    reachable = ev["auroc_states"] == "reachable"
+    cal, _ = state_scores(lm, val, tok, heads, attn, head, offset, ev["batch_size"], reachable)
+    st, labels = state_scores(lm, test[:ev["auroc_examples"]], tok, heads, attn, head, offset, ev["batch_size"],
+                              reachable)
+
+    def loop(make_policy, **kw):
+        return run_policy(lm, test, tok, make_policy, cfg, ev, offset, **kw)
+
+    points = []
+    for name in policies:
+        if name == "read_all":
+            points.append({"policy": name, **loop(lambda c: read_all_policy())})
+        elif name == "waitk":
+            points += [{"policy": name, "k": k, **loop(lambda c, k=k: waitk_policy(k))} for k in ev["waitk"]]
+        elif name == "oracle":
+            points.append({"policy": name, **loop(lambda c: oracle_policy([e.oracle for e in c]))})
+        elif name in heads:  # a decision head over the tau sweep
+            for q, tau in zip(ev["tau_quantiles"], np.quantile(cal[name], ev["tau_quantiles"])):
+                policy = threshold_policy(name, float(tau), attn, head)
+                points.append({"policy": name, "quantile": q, "tau": float(tau),
+                               **loop(lambda c, p=policy: p, need_attentions=name == "attention",
+                                      need_hidden=name == "learned")})
+        else:
+            raise ValueError(f"policy {name!r} needs a trained decision head this arm does not have")
+    return {"auroc": {h: auroc(st[h], labels) for h in heads}, "sufficient_fraction": float(labels.mean()),
+            "states": int(labels.size), "points": points}
+
+
+def run(ctx: StageContext) -> dict:
+    name = ctx.wildcards["task"]
+    cfg, ev = ctx.params["tasks"][name], ctx.params["evaluate"]
+    task = Task(ctx.inputs["data"], cfg["eos_full_source"])
+    arms = {}
+    for arm in tqdm(sorted(ev["policies"]), desc=f"evaluate {name}"):
+        folder = ctx.inputs["train"] / arm / "model"
+        lm = load_checkpoint(folder, attn_implementation="eager").to(device()).eval()
+        head = load_head(folder, lm.config.hidden_size)
+        head = head.to(lm.device) if head is not None else None
+        arms[arm] = evaluate_arm(lm, head, task, cfg, ev, ev["policies"][arm], ctx.params["streaming"]["target_offset"])
+    atomic_write_json(ctx.out / "curves.json", {a: r["points"] for a, r in arms.items()})
+    return {"task": name, "metric": cfg["metric"], "arms": arms}
+
+
+if __name__ == "__main__":
+    main(run)

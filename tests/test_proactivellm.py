@@ -1,0 +1,418 @@
+"""ProactiveLLM and the shared streaming machinery: who sees what in the streaming masks, incremental
+READ/WRITE decoding against one masked pass, schedules, the SPSD stop-gradient, AL/LAAL, the loop's
+bounds, the tasks' oracles, claim decisions on constructed curves, and the `paper` profile's code
+path on a tiny local checkpoint, a local tokenizer and local data files."""
+import copy
+import json
+import random
+
+import pytest
+import torch
+import yaml
+
+from conftest import run_stage
+
+from repro.core import config as rc
+from repro.papers.proactivellm import claims, method, synth
+from repro.papers.proactivellm.task import WordTokenizer, batch, encode
+from repro.streaming.latency import al, laal
+from repro.streaming.loop import StreamSession, stream
+from repro.streaming.masks import group_position_ids, streaming_allowed, streaming_mask
+
+
+def tiny_lm(attn="eager", vocab=40, seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
+                      attn_implementation=attn)
+    return LlamaForCausalLM(cfg).eval()
+
+
+# --- masks and positions --------------------------------------------------------------------------
+
+def test_streaming_mask_who_sees_what():
+    # one example: 3 source tokens (+1 padding), 3 target rows (+0 padding), visibility 1, 1, 3
+    allowed = streaming_allowed(torch.tensor([3]), torch.tensor([3]), torch.tensor([[1, 1, 3]]), 4, 3)[0].int()
+    expected = torch.tensor([
+        # s0 s1 s2 pad t0 t1 t2
+        [1, 0, 0, 0, 0, 0, 0],  # s0: causal source
+        [1, 1, 0, 0, 0, 0, 0],  # s1
+        [1, 1, 1, 0, 0, 0, 0],  # s2: never a target
+        [0, 0, 0, 1, 0, 0, 0],  # padding sees only itself
+        [1, 0, 0, 0, 1, 0, 0],  # t0 sees 1 source token
+        [1, 0, 0, 0, 1, 1, 0],  # t1 sees 1 source token and t0
+        [1, 1, 1, 0, 1, 1, 1],  # t2 sees the whole source (not the padding)
+    ])
+    assert torch.equal(allowed, expected)
+    # a visibility beyond the real source is clipped to it
+    clipped = streaming_allowed(torch.tensor([2]), torch.tensor([1]), torch.tensor([[4]]), 4, 1)[0]
+    assert clipped[4, :4].tolist() == [True, True, False, False]
+    add = streaming_mask(torch.tensor([3]), torch.tensor([3]), torch.tensor([[1, 1, 3]]), 4, 3)
+    assert add.shape == (1, 1, 7, 7) and add[0, 0, 4, 0] == 0 and add[0, 0, 4, 1] == torch.finfo(torch.float32).min
+
+
+def test_group_positions_restart_for_the_target():
+    pos = group_position_ids(2, 3, 2, target_offset=5)
+    assert pos.tolist() == [[0, 1, 2, 5, 6], [0, 1, 2, 5, 6]]
+
+
+def one_pass_logits(lm, sources, targets, vis_units):
+    """Logits of the target rows in one masked forward pass."""
+    b = len(sources)
+    s_w = max(sum(map(len, s)) for s in sources)
+    t_w = max(map(len, targets))
+    ids = torch.zeros(b, s_w + t_w, dtype=torch.long)
+    vis = torch.zeros(b, t_w, dtype=torch.long)
+    for i in range(b):
+        flat = [t for u in sources[i] for t in u]
+        ids[i, :len(flat)] = torch.tensor(flat)
+        ids[i, s_w:s_w + len(targets[i])] = torch.tensor(targets[i])
+        ends = torch.tensor([len(u) for u in sources[i]]).cumsum(0)
+        vis[i, :len(vis_units[i])] = ends[torch.tensor(vis_units[i]) - 1]
+    src_len = torch.tensor([sum(map(len, s)) for s in sources])
+    mask = streaming_mask(src_len, torch.tensor([len(t) for t in targets]), vis, s_w, t_w)
+    with torch.no_grad():
+        return lm(input_ids=ids, attention_mask=mask, position_ids=group_position_ids(b, s_w, t_w, 2)).logits[:, s_w:]
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_incremental_read_write_equals_one_masked_pass(attn):
+    lm = tiny_lm(attn)
+    sources = [[[3, 4], [5], [6, 7, 8], [9]], [[10], [11, 12], [13]]]  # units of 1-3 tokens
+    targets = [[1, 20, 21, 22, 23], [1, 24, 25, 26]]                     # start token, then y_1..
+    vis = [[1, 2, 2, 4, 4], [2, 2, 3, 3]]                                 # units seen by each row
+    full = one_pass_logits(lm, sources, targets, vis)
+    session = StreamSession(lm, sources, start_id=1, max_len=8, target_offset=2, need_attentions=attn == "eager")
+    state = session.advance(torch.tensor([True, True]))
+    diff = 0.0
+    for row in range(max(map(len, targets))):
+        live = torch.tensor([row < len(t) for t in targets])
+        need = torch.tensor([v[row] if row < len(v) else 0 for v in vis])
+        while bool((state.units_read < need).any()):  # READ until this row's visibility
+            state = session.advance(state.units_read < need)
+        for i in range(2):
+            if live[i]:
+                diff = max(diff, (state.logits[i] - full[i, row]).abs().max().item())
+        nxt = torch.tensor([t[row + 1] if row + 1 < len(t) else 0 for t in targets])
+        session.write(live, nxt)  # WRITE the reference token (teacher forcing)
+        state = session.advance(torch.tensor([False, False]))
+    assert diff <= 1e-4
+    if attn == "eager":  # the query's attention is a distribution over the merged cache
+        assert torch.allclose(state.attentions[0].sum(-1), torch.ones(2, 4), atol=1e-5)
+
+
+def test_without_an_explicit_mask_the_target_loses_the_source():
+    """The packed-sequence trap: with restarting positions and no 4D mask, transformers reads the
+    reset as a sequence boundary and the target rows put no attention on the source (as in training,
+    without a cache)."""
+    lm = tiny_lm("eager")
+    ids = torch.tensor([[3, 4, 5, 1, 20, 21]])
+    pos = group_position_ids(1, 3, 3, 0)
+    mask = streaming_mask(torch.tensor([3]), torch.tensor([3]), torch.tensor([[3, 3, 3]]), 3, 3)
+    with torch.no_grad():
+        plain = lm(input_ids=ids, position_ids=pos, use_cache=False, output_attentions=True).attentions[0]
+        masked = lm(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False,
+                    output_attentions=True).attentions[0]
+    assert plain[0, :, 3:, :3].sum() == 0
+    assert (masked[0, :, 3:, :3].sum(-1) > 0.1).all()
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+def test_loop_never_reads_past_the_source_and_terminates():
+    lm = tiny_lm("sdpa", vocab=30)
+    sources = [[[3], [4, 5], [6]], [[7]], [[8], [9], [10], [11], [12]]]
+    rng = torch.Generator().manual_seed(0)
+    policies = {"never_write": lambda s: torch.zeros_like(s.exhausted),
+                "always_write": lambda s: torch.ones_like(s.exhausted),
+                "random": lambda s: torch.rand(s.units_read.shape, generator=rng) < 0.5}
+    for name, policy in policies.items():
+        for eos in (2, 29):
+            outs = stream(lm, sources, policy, start_id=1, eos_id=eos, max_len=6)
+            for src, o in zip(sources, outs):
+                assert len(o.tokens) <= 6 and (o.ended or len(o.tokens) == 6)
+                assert all(1 <= d <= len(src) for d in o.delays)
+                assert o.delays == sorted(o.delays)
+                if name == "never_write":  # read-then-generate: everything written at the end
+                    assert set(o.delays) <= {len(src)}
+
+
+def test_premature_eos_becomes_a_read():
+    lm = tiny_lm("sdpa", vocab=30)
+    with torch.no_grad():
+        lm.lm_head.weight.zero_()  # all logits equal: the argmax is token 0, used as EOS here
+    sources = [[[3], [4], [5], [6]]]
+    always = lambda s: torch.ones_like(s.exhausted)  # noqa: E731
+    held = stream(lm, sources, always, start_id=1, eos_id=0, max_len=5, eos_needs_full_source=True)[0]
+    free = stream(lm, sources, always, start_id=1, eos_id=0, max_len=5, eos_needs_full_source=False)[0]
+    assert held.ended and held.tokens == [] and held.units_read == 4  # read on to the end, then EOS
+    assert free.ended and free.tokens == [] and free.units_read == 1  # EOS allowed at once
+
+
+# --- schedules, objective -------------------------------------------------------------------------
+
+def test_visibility_schedules_are_monotone_and_end_at_the_full_source():
+    rng = random.Random(0)
+    for _ in range(200):
+        s, rows = rng.randint(1, 12), rng.randint(1, 10)
+        for kind in ("msm", "msm_spsd", "msm_oracle"):
+            for end in (True, False):
+                vis = method.schedule(kind, s, rows, rng, eos_full_source=end)
+                assert len(vis) == rows and all(1 <= v <= s for v in vis)
+                assert vis == sorted(vis)
+                if end:
+                    assert vis[-1] == s
+    assert method.schedule("waitk", 6, 5, rng, k=3, eos_full_source=False) == [3, 4, 5, 6, 6]
+    assert method.schedule("waitk", 9, 3, rng, k=2) == [2, 3, 9]
+    assert method.schedule("full", 4, 3, rng) == [4, 4, 4]
+    draws = [tuple(method.schedule("msm", 8, 4, rng, eos_full_source=False)) for _ in range(50)]
+    assert len(set(draws)) > 10  # random per sample, not one fixed schedule
+
+
+def toy_examples():
+    tok = WordTokenizer(["a", "b", "c", "x", "y"])
+    rows = [{"source": ["a", "b", "c"], "target": ["x", "y"], "oracle": [2, 1]},
+            {"source": ["c", "a"], "target": ["y"], "oracle": [2]}]
+    return tok, [encode(r, tok, eos_full_source=True) for r in rows]
+
+
+def test_encode_makes_the_oracle_monotone_and_batch_lays_out_rows():
+    tok, (e1, e2) = toy_examples()
+    assert e1.oracle == [2, 2, 3] and e2.oracle == [2, 2]  # running max, EOS needs the full source
+    b = batch([e1, e2], [[1, 2, 3], [2, 2]], tok)
+    assert b["src_width"] == 3 and b["input_ids"].shape == (2, 6)
+    assert b["labels"][0, 3:].tolist() == [tok.stoi["x"], tok.stoi["y"], tok.eos_id]
+    assert b["labels"][1, 3:].tolist() == [tok.stoi["y"], tok.eos_id, -100]
+    assert b["input_ids"][0, 3] == tok.sep_id
+    arm = {"kind": "msm_oracle", "label_weight": 1.0}
+    tb = method.training_batch([e1], arm, tok, random.Random(0), True)
+    suff = tb["sufficient"][0]
+    assert (suff[:3] == -1).all()  # no label on source rows
+    vis = [int(v) for v in (tb["attention_mask"][0, 0, 3:, :3] == 0).sum(-1)]
+    assert suff[3:].tolist() == [float(v >= o) for v, o in zip(vis, e1.oracle)]
+
+
+def test_spsd_teacher_gets_no_gradient():
+    tok, examples = toy_examples()
+    arm = {"kind": "msm_spsd", "lambda": 0.0, "beta": 1.0, "temperature": 1.0}
+    lm = tiny_lm("sdpa", vocab=len(tok))
+    obj = method.Objective(lm, arm)
+    b = method.training_batch(examples, arm, tok, random.Random(3), True)
+    out = obj(**b)
+    torch.autograd.backward(out.parts["kl"])
+    grads = [p.grad.clone() for p in lm.parameters()]
+    # reference: the teacher computed separately, without grad, as a constant
+    lm.zero_grad()
+    with torch.no_grad():
+        teacher = method.lm_forward(lm, b["input_ids"], b["full_mask"], b["position_ids"]).logits
+    student = method.lm_forward(lm, b["input_ids"], b["attention_mask"], b["position_ids"]).logits
+    method.spsd_kl(student, teacher, b["labels"], 1.0).backward()
+    for g, p in zip(grads, lm.parameters()):
+        assert torch.allclose(g, p.grad, atol=1e-6)
+    # and a teacher that did get gradient would give other gradients: the check can fail
+    lm.zero_grad()
+    teacher = method.lm_forward(lm, b["input_ids"], b["full_mask"], b["position_ids"]).logits
+    t = torch.log_softmax(teacher[b["labels"] != -100], -1)
+    s = torch.log_softmax(method.lm_forward(lm, b["input_ids"], b["attention_mask"], b["position_ids"])
+                          .logits[b["labels"] != -100], -1)
+    (t.exp() * (t - s)).sum(-1).mean().backward()
+    assert any(not torch.allclose(g, p.grad, atol=1e-6) for g, p in zip(grads, lm.parameters()))
+
+
+def test_auroc_states_reachable_drops_unknowable_prefixes():
+    from repro.papers.proactivellm.evaluate import state_scores
+
+    tok, (e1, _) = toy_examples()  # 3 source words, oracle per row [2, 2, 3]
+    lm = tiny_lm("eager", vocab=len(tok))
+    cfg = {"newest_units": 1, "layers": "all"}
+    every, labels = state_scores(lm, [e1], tok, ["entropy", "attention"], cfg, reachable=False)
+    reach, rlabels = state_scores(lm, [e1], tok, ["entropy", "attention"], cfg, reachable=True)
+    # all: c = 1..3 x 3 rows; reachable: row r only once c >= oracle of row r-1 (1, 2, 2)
+    assert len(labels) == 9 and len(rlabels) == 7 and len(reach["entropy"]) == 7
+    assert labels.tolist() == [0, 0, 0, 1, 1, 0, 1, 1, 1]   # c >= oracle, c-major
+    assert rlabels.tolist() == [0, 1, 1, 0, 1, 1, 1]
+
+
+def test_decision_scores():
+    logits = torch.tensor([[10.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    ent = method.entropy_score(logits)
+    assert ent[0] > ent[1] and abs(ent[1] + torch.log(torch.tensor(3.0))) < 1e-5
+    assert torch.allclose(method.maxprob_score(logits)[1], torch.tensor(1 / 3))
+    attn = [torch.tensor([[[0.1, 0.2, 0.7]]]), torch.tensor([[[0.5, 0.5, 0.0]]])]  # [B=1, H=1, K=3]
+    newest = torch.tensor([[0.0, 0.0, 1.0]])
+    assert torch.allclose(method.attention_score(attn, newest, "all"), torch.tensor([-0.35]))
+    assert torch.allclose(method.attention_score(attn, newest, [-1]), torch.tensor([0.0]))
+
+
+# --- latency -----------------------------------------------------------------------------------
+
+def test_al_and_laal_on_hand_computed_delays():
+    # |x| = 4, delays 2, 3, 4, 4: gamma = 1, tau = 3 -> ((2-0) + (3-1) + (4-2)) / 3 = 2
+    assert al([2, 3, 4, 4], 4) == pytest.approx(2.0)
+    # hypothesis 2 tokens, reference 4: AL rate 2/4 -> (1 + (4 - 2)) / 2 = 1.5; LAAL rate 4/4 -> (1 + 3) / 2
+    assert al([1, 4], 4) == pytest.approx(1.5)
+    assert laal([1, 4], 4, 4) == pytest.approx(2.0)
+    # an over-long hypothesis cannot lower LAAL below AL's definition with the hypothesis length
+    assert laal([2, 3, 4, 4], 4, 2) == pytest.approx(al([2, 3, 4, 4], 4))
+    assert al([4, 4], 4) == pytest.approx(4.0)  # read-then-generate: AL = |x|
+    assert al([], 5) == 5.0
+
+
+# --- tasks and their oracles ---------------------------------------------------------------------
+
+def test_synthmt_rules_and_oracle():
+    p = {"kind": "synthmt", "nouns": 6, "adjectives": 3, "verbs": 4, "clauses": [1, 3], "adjective_prob": 0.5,
+         "negation_prob": 0.5}
+    lex = synth.lexicon(p, 0)
+    rng = random.Random(1)
+    negated = plain = 0
+    for _ in range(300):
+        ex = synth.synthmt_example(rng, p, lex)
+        src, tgt, need = ex["source"], ex["target"], ex["oracle"]
+        assert len(tgt) == len(need) and all(1 <= n <= len(src) for n in need)
+        for w, n in zip(tgt, need):
+            settled_by = src[n - 1]
+            if w[0] in "na":  # nouns and adjectives are settled by the noun
+                assert settled_by[0] == "N"
+            elif w[0] in "uv":  # verbs by the clause end: `not` for a flipped verb, else `.`
+                assert settled_by == ("not" if w[0] == "u" else ".")
+                negated += w[0] == "u"
+                plain += w[0] == "v"
+            else:
+                assert w == "." and settled_by == "."
+        assert "not" not in tgt and len(tgt) == len(src) - src.count("not")
+    assert negated > 50 and plain > 50
+
+
+def test_synthqa_oracle_is_the_answer_position():
+    rng = random.Random(0)
+    p = {"categories": 3, "members": 5, "facts": [2, 6]}
+    positions = set()
+    for _ in range(200):
+        ex = synth.synthqa_example(rng, p)
+        src, (answer,), (need,) = ex["source"], ex["target"], ex["oracle"]
+        asked = src[1][1:]
+        assert src[need - 1] == answer and answer.startswith(f"w{asked}_")
+        assert sum(w.startswith(f"w{asked}_") for w in src) == 1  # the asked type occurs exactly once
+        positions.add(need)
+    assert len(positions) > 3
+
+
+def test_generated_splits_are_disjoint_and_reproducible():
+    p = {"kind": "synthqa", "categories": 3, "members": 4, "facts": [2, 4], "train": 300, "validation": 20,
+         "test": 20}
+    a, b = synth.generate(p, 0), synth.generate(p, 0)
+    assert a["train"]["source"] == b["train"]["source"]
+    held = {" ".join(s) for split in ("validation", "test") for s in a[split]["source"]}
+    assert not held & {" ".join(s) for s in a["train"]["source"]}
+
+
+# --- claims --------------------------------------------------------------------------------------
+
+def pts(policy, xs, qs, **extra):
+    return [{"policy": policy, "al": x, "laal": x + 0.5, "quality": q, "first_write_fraction": 0.5, **extra}
+            for x, q in zip(xs, qs)]
+
+
+def constructed_arms(head_quality):
+    full = pts("read_all", [10.0], [0.8])
+    waitk = pts("waitk", [2, 4, 6, 8], [0.2, 0.5, 0.7, 0.78])
+    v3 = pts("oracle", [3.0], [0.8])
+    for h in claims.HEADS:
+        v3 += pts(h, [3, 5, 7], head_quality)
+    au = lambda e: {"entropy": e, "maxprob": e, "attention": e}  # noqa: E731
+    return {"v0": {"points": full, "auroc": au(0.6)}, "v1": {"points": waitk, "auroc": au(0.5)},
+            "v2": {"points": [], "auroc": au(0.7)}, "v3": {"points": v3, "auroc": au(0.8)},
+            "v4": {"points": [], "auroc": {"learned": 0.9}}}
+
+
+def test_claim_metrics_on_constructed_curves():
+    good = claims.decide_task(constructed_arms([0.5, 0.77, 0.79]), keep=0.95)  # target 0.76
+    assert good["a1"]["al_at_target"]["entropy"] == 5 and good["a1"]["al_at_target"]["waitk"] == 8
+    assert good["a1"]["al_gain"] == 3 and good["a1"]["excess_al_over_oracle"] == 2
+    assert good["a2"]["v3_minus_v2"] == pytest.approx(0.1) and good["a2"]["v2_minus_v0"] == pytest.approx(0.1)
+    # at AL 3, 5, 7 the wait-k curve gives 0.35, 0.6, 0.74
+    assert good["a3"]["heads"]["entropy"]["mean_gap"] == pytest.approx((0.15 + 0.17 + 0.05) / 3)
+    bad = claims.decide_task(constructed_arms([0.1, 0.2, 0.3]), keep=0.95)
+    assert bad["a1"]["al_at_target"]["entropy"] == 10  # never reaches the target: read everything
+    assert bad["a1"]["al_gain"] == -2 and bad["a3"]["worst_head_gap"] < -0.01
+
+
+# --- the paper profile's code path ----------------------------------------------------------------
+
+@pytest.fixture
+def paper_setup(tmp_path):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from conftest import save_bpe_tokenizer
+
+    rng = random.Random(0)
+    files, texts = {}, []
+    for task, kind in (("mt", "synthmt"), ("qa", "synthqa")):
+        p = {"kind": kind, "nouns": 6, "adjectives": 3, "verbs": 4, "clauses": [1, 2], "adjective_prob": 0.4,
+             "negation_prob": 0.5, "categories": 3, "members": 4, "facts": [2, 3]}
+        lex = synth.lexicon(p, 0)
+        for split in ("train", "valid", "test"):
+            rows = [synth.synthmt_example(rng, p, lex) if kind == "synthmt" else synth.synthqa_example(rng, p)
+                    for _ in range(12)]
+            # hub-style columns: text for source/target, a list for the oracle
+            lines = [json.dumps({"src": " ".join(r["source"]), "tgt": " ".join(r["target"]), "need": r["oracle"]})
+                     for r in rows]
+            files[(task, split)] = tmp_path / f"{task}_{split}.jsonl"
+            files[(task, split)].write_text("\n".join(lines))
+            texts += [" ".join(r["source"] + r["target"]) for r in rows]
+    vocab = save_bpe_tokenizer(texts, tmp_path / "tok", eos_token="<eos>", extra_special=("<sep>",))
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=2, intermediate_size=64,
+                                 max_position_embeddings=256)).save_pretrained(tmp_path / "ckpt")
+    params = copy.deepcopy(rc.load_paper("proactivellm"))
+    sec = params["paper"]
+    sec["data"]["tokenizer"], sec["data"]["sep_token"] = str(tmp_path / "tok"), "<sep>"
+    for name, task in (("synthmt", "mt"), ("synthqa", "qa")):
+        sec["data"][name].update(load={"path": "json", "data_files": {
+            s: str(files[(task, s)]) for s in ("train", "valid", "test")}},
+            splits={"train": "train", "validation": "valid", "test": "test"},
+            columns={"source": "src", "target": "tgt", "oracle": "need"})
+    sec["tasks"]["synthmt"]["max_len"], sec["tasks"]["synthqa"]["max_len"] = 24, 4
+    sec["model"]["pretrained"] = str(tmp_path / "ckpt")
+    sec["train"].update(steps=2, batch_size=4)
+    sec["evaluate"].update(tau_quantiles=[0.3, 0.7], waitk=[1, 3], calibration_examples=6, test_examples=6,
+                           auroc_examples=6, batch_size=4)
+    path = tmp_path / "proactivellm.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return tmp_path, path
+
+
+def test_paper_profile_chain_on_local_checkpoint(paper_setup):
+    from repro.papers.proactivellm import analysis, data, evaluate, pretrain, train
+
+    tmp, path = paper_setup
+    r = tmp / "results"
+    arms = ("v0", "v1", "v2", "v3", "v4")
+    inputs = []
+    for task in ("synthmt", "synthqa"):
+        d = run_stage("proactivellm", data, path, r / "data" / task, ["data"], wildcards=[("task", task)])
+        assert d["train_rows"] == d["test_rows"] == 12 and "vocab_size" not in d  # the hub tokenizer
+        b = run_stage("proactivellm", pretrain, path, r / "pretrain" / task, ["tasks", "model", "streaming", "pretrain"],
+                      [("data", r / "data" / task)], [("task", task)])
+        assert b["steps"] == 0  # the hub model is the backbone as it is
+        m = run_stage("proactivellm", train, path, r / "train" / task, ["tasks", "model", "streaming", "arms", "train"],
+                      [("data", r / "data" / task), ("backbone", r / "pretrain" / task)], [("task", task)])
+        assert set(m["arms"]) == set(arms)
+        assert all(a["steps"] == 2 and a["val_nll_full_view"] > 0 for a in m["arms"].values())
+        saved = json.loads((r / "train" / task / "v4" / "model" / "config.json").read_text())
+        assert saved["model_type"] == "qwen2" and saved["dtype"] == "bfloat16"
+        assert (r / "train" / task / "v4" / "model" / method.HEAD_FILE).exists()
+        ev = run_stage("proactivellm", evaluate, path, r / "evaluate" / task, ["tasks", "streaming", "evaluate"],
+                       [("data", r / "data" / task), ("train", r / "train" / task)], [("task", task)])
+        assert set(ev["arms"]) == set(arms) and "learned" in ev["arms"]["v4"]["auroc"]
+        policies = {p["policy"] for p in ev["arms"]["v3"]["points"]}
+        assert policies == {"read_all", "waitk", "entropy", "maxprob", "attention", "oracle"}
+        inputs.append((f"evaluate_{task}", r / "evaluate" / task))
+    m = run_stage("proactivellm", analysis, path, r / "analysis", ["analysis"], inputs)
+    assert set(m["a1"]) == {"synthmt", "synthqa"}
+    assert (r / "analysis" / "latency_quality_synthmt.png").stat().st_size > 1000
+    assert "AUROC" in (r / "analysis" / "tables.md").read_text()
