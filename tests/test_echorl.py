@@ -118,7 +118,7 @@ def test_clip_ends_at_the_chosen_step_and_aux_loss_covers_exactly_the_clip():
 
 
 def fake_runs(acc: dict[str, list[tuple[float, float]]]) -> dict:
-    return {arm: [{"id_accuracy": i, "ood_accuracy": o, "seconds_per_step": 1.0, "all_success_first_quarter": 0.1,
+    return {arm: [{"seed": k, "id_accuracy": i, "ood_accuracy": o, "seconds_per_step": 1.0, "all_success_first_quarter": 0.1,
                    "all_success_last_quarter": 0.2 + 0.1 * k, "pg_norm_first_quarter": 1.0,
                    "pg_norm_last_quarter": 0.5} for k, (i, o) in enumerate(v)] for arm, v in acc.items()}
 
@@ -128,17 +128,25 @@ def test_claim_margins_subtract_the_seed_spread():
     runs = fake_runs({"grpo": [(0.60, 0.10), (0.62, 0.12), (0.64, 0.14)],
                       "echo": [(0.70, 0.11), (0.72, 0.13), (0.74, 0.15)],
                       "random_step": [(0.60, 0.10)] * 3, "min_entropy": [(0.72, 0.11)] * 3,
-                      "whole_sft": [(0.60, 0.10)] * 3})
-    m = claims.decide(runs, sft)
+                      "whole_sft": [(0.60, 0.10)] * 3, "echo_beta1": [(0.50, 0.20)]})
+    arms = {"grpo": {"clip": "none"}, "random_step": {"clip": "random_step", "beta": 0.1, "rollout_choice": "peak"},
+            "echo": {"clip": "max_entropy", "beta": 0.1, "rollout_choice": "peak"},
+            "echo_beta1": {"clip": "max_entropy", "beta": 1.0, "rollout_choice": "peak", "seeds": [0]}}
+    m = claims.decide(runs, sft, arms)
     assert m["e1"]["increase"] == pytest.approx(0.2) and m["e1"]["spread"] == pytest.approx(0.1)
     assert m["e2"]["id_gain"] == pytest.approx(0.10) and m["e2"]["id_margin"] == pytest.approx(0.08)
     assert m["e2"]["ood_gain"] == pytest.approx(0.01) and m["e2"]["ood_margin"] < 0  # inside the spread
     assert m["e3"]["vs_random_margin"] > 0
     assert m["e3"]["vs_min_entropy_gain"] == pytest.approx(0.01)  # mean(ID, OOD): 0.425 - 0.415
     assert m["e3"]["vs_min_entropy_margin"] == pytest.approx(-0.01)  # spread 0.02: not reproduced
-    assert "| echo | 3 |" in claims.report_tables({**m, "entropy_profile": {
-        "carry_steps": 0.5, "no_carry_steps": 0.1, "peak_at_carry_fraction": 0.9, "carry_base_rate": 0.5}},
-        {"grpo": {"clip": "none"}, "echo": {"clip": "max_entropy", "beta": 0.1, "rollout_choice": "peak"}})
+    # beta sweep: max-entropy arms only, by beta; the one-seed arm is paired with GRPO's seed 0
+    assert [(r["arm"], r["seeds"]) for r in m["beta_sweep"]] == [("echo", [0, 1, 2]), ("echo_beta1", [0])]
+    assert m["beta_sweep"][0]["id_vs_grpo"] == pytest.approx(0.10)
+    assert m["beta_sweep"][1]["id_vs_grpo"] == pytest.approx(-0.10)  # 0.50 - 0.60, not - 0.62
+    assert m["beta_sweep"][1]["ood_vs_grpo"] == pytest.approx(0.10)
+    tables = claims.report_tables({**m, "entropy_profile": {
+        "carry_steps": 0.5, "no_carry_steps": 0.1, "peak_at_carry_fraction": 0.9, "carry_base_rate": 0.5}}, arms)
+    assert "| echo | 3 |" in tables and "| echo_beta1 | 1 | 0 | 50.0 | 20.0 | -10.0 | +10.0 |" in tables
 
 
 @pytest.fixture

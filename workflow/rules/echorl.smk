@@ -1,7 +1,9 @@
 # EchoRL: data -> sft -> rl/{arm}/seed{seed} (GRPO, +EchoClip, ablations) -> analysis -> report.
 ECHO = "echorl"
 ECHO_ARMS = list(PARAMS[ECHO][PROFILE]["arms"])
-ECHO_SEEDS = PARAMS[ECHO][PROFILE]["rl"]["seeds"]
+# (arm, seed) pairs: an arm may run on fewer seeds than rl.seeds (the beta sweep arms)
+ECHO_RUNS = [(a, s) for a, spec in PARAMS[ECHO][PROFILE]["arms"].items()
+             for s in spec.get("seeds", PARAMS[ECHO][PROFILE]["rl"]["seeds"])]
 
 
 rule echorl_data:
@@ -46,9 +48,9 @@ rule echorl_rl:
         arm="|".join(ECHO_ARMS),
         seed=r"\d+",
     params:
-        # only this arm's entry: editing another arm re-runs nothing here
+        # only this arm's entry (less its seed list): editing another arm re-runs nothing here
         p=lambda wc: {**section(ECHO, ["rollout", "rl", "evaluate"]),
-                      "arm": PARAMS[ECHO][PROFILE]["arms"][wc.arm]},
+                      "arm": {k: v for k, v in PARAMS[ECHO][PROFILE]["arms"][wc.arm].items() if k != "seeds"}},
         inputs=named_inputs,
     threads: 1
     resources:
@@ -60,7 +62,7 @@ rule echorl_rl:
 rule echorl_analysis:
     input:
         sft=rules.echorl_sft.output[0],
-        **{f"rl_{a}_seed{s}": results(ECHO, "rl", a, f"seed{s}") for a in ECHO_ARMS for s in ECHO_SEEDS},
+        **{f"rl_{a}_seed{s}": results(ECHO, "rl", a, f"seed{s}") for a, s in ECHO_RUNS},
         code=code("repro.papers.echorl.analysis"),
     output:
         report(
@@ -82,7 +84,7 @@ rule echorl_analysis:
 REPORT_INPUTS[ECHO] = {
     "summary": results(ECHO, "analysis"),
     "stages": [results(ECHO, "data"), results(ECHO, "sft")]
-    + [results(ECHO, "rl", a, f"seed{s}") for a in ECHO_ARMS for s in ECHO_SEEDS]
+    + [results(ECHO, "rl", a, f"seed{s}") for a, s in ECHO_RUNS]
     + [results(ECHO, "analysis")],
 }
 SNAPSHOT[ECHO] = [results(ECHO, "sft"), results(ECHO, "analysis")]

@@ -68,7 +68,7 @@ def run(ctx: StageContext) -> dict:
             metrics = read_json(path / "metrics.json")["metrics"]
             runs.setdefault(metrics["arm"], []).append(metrics)
             histories.setdefault(metrics["arm"], []).append(read_json(path / "history.json"))
-    m = claims.decide(runs, read_json(ctx.inputs["sft"] / "metrics.json")["metrics"])
+    m = claims.decide(runs, read_json(ctx.inputs["sft"] / "metrics.json")["metrics"], ctx.params["arms"])
     curve_figure(histories, "all_success_fraction", "fraction of all-success (degenerate) groups",
                  ctx.out / "degenerate_fraction.png")
     curve_figure(histories, "pg_norm", "policy-gradient norm (PPO-clip term)", ctx.out / "pg_norm.png")
