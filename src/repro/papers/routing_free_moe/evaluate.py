@@ -5,12 +5,13 @@ import statistics
 from repro.core.io import atomic_write_json, read_json
 from repro.core.stage import StageContext, main
 from repro.data.corpus import validation_windows
+from repro.models.causal_lm import device
 from repro.papers.routing_free_moe.method import load_model, routing_stats
 
 
 def run(ctx: StageContext) -> dict:
     ev = ctx.params["evaluate"]
-    batches = validation_windows(ctx.inputs["data"], ev["windows"], ev["seq_len"], ev["batch_size"])
+    batches = validation_windows(ctx.inputs["data"], ev["windows"], ev["seq_len"], ev["batch_size"], device())
     runs, curves, loads = {}, {}, {}
     for key, path in sorted(ctx.inputs.items()):
         if key == "data":

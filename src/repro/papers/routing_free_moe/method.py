@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repro.models.causal_lm import device
+
+
 def _normal(*shape: int, std: float = 0.02) -> nn.Parameter:
     return nn.Parameter(torch.randn(*shape) * std)
 
@@ -246,6 +249,7 @@ def save_model(model, arm: dict, path: Path | str) -> None:
 
 
 def load_model(path: Path | str):
+    """A saved arm, ready for evaluation on the jobs' device."""
     import transformers
     from safetensors.torch import load_model as load_tensors
 
@@ -254,4 +258,4 @@ def load_model(path: Path | str):
     arm = json.loads((path / "arm.json").read_text())
     model = swap_mlps(transformers.AutoModelForCausalLM.from_config(config, dtype=config.dtype), arm)
     load_tensors(model, str(path / "model.safetensors"))
-    return model.eval(), arm
+    return model.to(device()).eval(), arm

@@ -10,7 +10,7 @@ import torch
 from repro.core.io import atomic_write_json, read_json
 from repro.core.stage import StageContext, main
 from repro.data.corpus import load_tokens, random_windows, validation_windows
-from repro.models.causal_lm import count_parameters
+from repro.models.causal_lm import count_parameters, device
 from repro.models.training import mean_loss, train_causal_lm
 from repro.papers.routing_free_moe.arms import arm_spec
 from repro.papers.routing_free_moe.method import active_ffn_params, build_model, make_aux, save_model
@@ -26,7 +26,8 @@ def run(ctx: StageContext) -> dict:
     model = build_model(ctx.params["model"], arm, vocab_size=read_json(data / "meta.json")["vocab_size"])
     aux = make_aux(model, arm)
     train_tokens = load_tokens(data, "train")
-    val = validation_windows(data, t["val_windows"], t["seq_len"], t["batch_size"])
+    # accelerate puts the model on the GPU when there is one; the validation windows go with it
+    val = validation_windows(data, t["val_windows"], t["seq_len"], t["batch_size"], device())
     val_curve = []
 
     def after_step(step: int) -> None:
