@@ -128,10 +128,13 @@ def test_claim_margins_subtract_the_seed_spread():
     runs = fake_runs({"grpo": [(0.60, 0.10), (0.62, 0.12), (0.64, 0.14)],
                       "echo": [(0.70, 0.11), (0.72, 0.13), (0.74, 0.15)],
                       "random_step": [(0.60, 0.10)] * 3, "min_entropy": [(0.72, 0.11)] * 3,
-                      "whole_sft": [(0.60, 0.10)] * 3, "echo_beta1": [(0.50, 0.20)]})
+                      "whole_sft": [(0.60, 0.10)] * 3, "echo_beta1": [(0.50, 0.20)],
+                      "dapo": [(0.40, 0.05)], "dapo_echo": [(0.45, 0.05)]})
+    dapo = {"dynamic_sampling": {"oversample": 2}, "seeds": [0]}
     arms = {"grpo": {"clip": "none"}, "random_step": {"clip": "random_step", "beta": 0.1, "rollout_choice": "peak"},
             "echo": {"clip": "max_entropy", "beta": 0.1, "rollout_choice": "peak"},
-            "echo_beta1": {"clip": "max_entropy", "beta": 1.0, "rollout_choice": "peak", "seeds": [0]}}
+            "echo_beta1": {"clip": "max_entropy", "beta": 1.0, "rollout_choice": "peak", "seeds": [0]},
+            "dapo": {"clip": "none", **dapo}, "dapo_echo": {"clip": "max_entropy", "beta": 0.1, "rollout_choice": "peak", **dapo}}
     m = claims.decide(runs, sft, arms)
     assert m["e1"]["increase"] == pytest.approx(0.2) and m["e1"]["spread"] == pytest.approx(0.1)
     assert m["e2"]["id_gain"] == pytest.approx(0.10) and m["e2"]["id_margin"] == pytest.approx(0.08)
@@ -139,14 +142,17 @@ def test_claim_margins_subtract_the_seed_spread():
     assert m["e3"]["vs_random_margin"] > 0
     assert m["e3"]["vs_min_entropy_gain"] == pytest.approx(0.01)  # mean(ID, OOD): 0.425 - 0.415
     assert m["e3"]["vs_min_entropy_margin"] == pytest.approx(-0.01)  # spread 0.02: not reproduced
-    # beta sweep: max-entropy arms only, by beta; the one-seed arm is paired with GRPO's seed 0
-    assert [(r["arm"], r["seeds"]) for r in m["beta_sweep"]] == [("echo", [0, 1, 2]), ("echo_beta1", [0])]
-    assert m["beta_sweep"][0]["id_vs_grpo"] == pytest.approx(0.10)
-    assert m["beta_sweep"][1]["id_vs_grpo"] == pytest.approx(-0.10)  # 0.50 - 0.60, not - 0.62
-    assert m["beta_sweep"][1]["ood_vs_grpo"] == pytest.approx(0.10)
+    # each max-entropy arm against the no-clip arm that samples like it; one-seed arms paired on seed 0
+    assert [(r["arm"], r["base"], r["seeds"]) for r in m["echo_vs_base"]] == [
+        ("dapo_echo", "dapo", [0]), ("echo", "grpo", [0, 1, 2]), ("echo_beta1", "grpo", [0])]
+    assert m["echo_vs_base"][0]["id_vs_base"] == pytest.approx(0.05)
+    assert m["echo_vs_base"][1]["id_vs_base"] == pytest.approx(0.10)
+    assert m["echo_vs_base"][2]["id_vs_base"] == pytest.approx(-0.10)  # 0.50 - 0.60, not - 0.62
+    assert m["echo_vs_base"][2]["ood_vs_base"] == pytest.approx(0.10)
     tables = claims.report_tables({**m, "entropy_profile": {
         "carry_steps": 0.5, "no_carry_steps": 0.1, "peak_at_carry_fraction": 0.9, "carry_base_rate": 0.5}}, arms)
-    assert "| echo | 3 |" in tables and "| echo_beta1 | 1 | 0 | 50.0 | 20.0 | -10.0 | +10.0 |" in tables
+    assert "| echo | 3 |" in tables and "| echo_beta1 | grpo | 1 | 0 | 50.0 | 20.0 | -10.0 | +10.0 |" in tables
+    assert "| dapo_echo | dynamic (2x prompts, degenerate groups dropped) | max_entropy |" in tables
 
 
 @pytest.fixture
@@ -200,11 +206,15 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
     assert s["steps"] == 0 and 0 <= s["id_accuracy"] <= 1
     assert json.loads((r / "sft" / "model" / "config.json").read_text())["model_type"] == "qwen2"
     inputs = [("sft", r / "sft")]
-    for arm in ("grpo", "echo", "random_step", "min_entropy", "whole_sft"):
+    for arm in ("grpo", "echo", "random_step", "min_entropy", "whole_sft", "dapo", "dapo_echo"):
         m = run_stage("echorl", rl, path, r / "rl" / arm / "seed0", ["rollout", "rl", "evaluate", "arms"],
                       [("data", r / "data"), ("sft", r / "sft")], [("arm", arm), ("seed", "0")])
-        assert m["arm"] == arm and len(json.loads((r / "rl" / arm / "seed0" / "history.json").read_text())) == 2
+        history = json.loads((r / "rl" / arm / "seed0" / "history.json").read_text())
+        assert m["arm"] == arm and len(history) == 2
+        # dynamic sampling trains on at most prompts_per_step (2) of the 3 x 2 sampled groups
+        assert all(h["policy_groups"] == (min(2, round(6 * (1 - h["degenerate_fraction"]))) if "dapo" in arm else 2)
+                   for h in history)
         inputs.append((f"rl_{arm}_seed0", r / "rl" / arm / "seed0"))
     m = run_stage("echorl", analysis, path, r / "analysis", ["arms"], inputs)
-    assert set(m["arms"]) == {"grpo", "echo", "random_step", "min_entropy", "whole_sft"}
+    assert set(m["arms"]) == {"grpo", "echo", "random_step", "min_entropy", "whole_sft", "dapo", "dapo_echo"}
     assert (r / "analysis" / "accuracy.png").stat().st_size > 1000 and (r / "analysis" / "tables.md").exists()

@@ -1,9 +1,9 @@
-"""repro.rl: group advantages, degenerate groups, PPO-clip loss, batched KV-cache rollouts."""
+"""repro.rl: group advantages, degenerate groups, dynamic sampling, PPO-clip loss, batched KV-cache rollouts."""
 import pytest
 import torch
 
-from repro.rl.grpo import group_advantages, group_stats, ppo_clip_loss
-from repro.rl.rollout import response_logprobs, sample
+from repro.rl.grpo import group_advantages, group_stats, informative_groups, ppo_clip_loss
+from repro.rl.rollout import Rollouts, response_logprobs, sample
 
 
 def test_advantages_without_std_are_reward_minus_group_mean():
@@ -44,6 +44,40 @@ def test_ppo_clip_loss_normalises_by_constant_length_and_clips():
     # row 0: -(1 + 1.2)/10 (ratio 2 clipped to 1.2 for a positive advantage); row 1: 2/10
     assert loss.item() == pytest.approx(((-(1 + 1.2)) / 10 + 2 / 10) / 2)
     assert info["clip_fraction"] == pytest.approx(1 / 3)
+
+
+def test_dynamic_sampling_keeps_the_first_non_degenerate_groups():
+    # groups: all-success, mixed, all-fail, mixed, mixed
+    r = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    stats = group_stats(r, torch.arange(5).repeat_interleave(2))
+    assert informative_groups(stats, 2).tolist() == [1, 3]
+    assert informative_groups(stats, 9).tolist() == [1, 3, 4]
+    assert informative_groups(group_stats(torch.ones(4), torch.tensor([0, 0, 1, 1])), 2).tolist() == []
+
+
+def test_select_groups_reorders_rows_and_renumbers_groups():
+    n, t = 6, 3
+    ro = Rollouts(sequences=torch.arange(n)[:, None].repeat(1, 5), attention_mask=torch.ones(n, 5, dtype=torch.long),
+                  prompt_width=2, response_mask=torch.ones(n, t, dtype=torch.bool),
+                  logprobs=-torch.arange(n, dtype=torch.float)[:, None].repeat(1, t),
+                  entropies=torch.zeros(n, t), group_ids=torch.tensor([0, 1, 0, 1, 2, 2]))
+    sub, idx = ro.select_groups(torch.tensor([2, 0]))
+    assert idx.tolist() == [4, 5, 0, 2]
+    assert sub.group_ids.tolist() == [0, 0, 1, 1]
+    assert sub.sequences[:, 0].tolist() == [4, 5, 0, 2] and sub.logprobs[:, 0].tolist() == [-4, -5, 0, -2]
+    assert sub.prompt_width == 2 and len(ro.select_groups(torch.tensor([], dtype=torch.long))[1]) == 0
+
+
+def test_ppo_clip_loss_over_marked_rows_equals_the_loss_on_those_rows_alone():
+    g = torch.Generator().manual_seed(0)
+    logp, old = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    adv, mask = torch.tensor([1.0, -1.0, 0.5, 2.0]), torch.rand(4, 3, generator=g) > 0.3
+    rows = torch.tensor([True, False, True, False])
+    full, _ = ppo_clip_loss(logp, old, adv, mask, clip=0.2, max_len=3, rows=rows)
+    alone, _ = ppo_clip_loss(logp[rows], old[rows], adv[rows], mask[rows], clip=0.2, max_len=3)
+    assert full.item() == pytest.approx(alone.item())
+    none, _ = ppo_clip_loss(logp, old, adv, mask, clip=0.2, max_len=3, rows=torch.zeros(4, dtype=torch.bool))
+    assert none.item() == 0.0
 
 
 def test_on_policy_gradient_is_advantage_weighted_logprob_gradient():

@@ -1,7 +1,7 @@
 # EchoRL: data -> sft -> rl/{arm}/seed{seed} (GRPO, +EchoClip, ablations) -> analysis -> report.
 ECHO = "echorl"
 ECHO_ARMS = list(PARAMS[ECHO][PROFILE]["arms"])
-# (arm, seed) pairs: an arm may run on fewer seeds than rl.seeds (the beta sweep arms)
+# (arm, seed) pairs: an arm may run on fewer seeds than rl.seeds (beta sweep, DAPO arms)
 ECHO_RUNS = [(a, s) for a, spec in PARAMS[ECHO][PROFILE]["arms"].items()
              for s in spec.get("seeds", PARAMS[ECHO][PROFILE]["rl"]["seeds"])]
 

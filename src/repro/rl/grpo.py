@@ -29,9 +29,9 @@ def group_stats(rewards: torch.Tensor, group_ids: torch.Tensor) -> GroupStats:
     rewards = rewards.double()
     k = int(group_ids.max()) + 1
     size = torch.bincount(group_ids, minlength=k).double()
-    total = torch.zeros(k, dtype=torch.float64).index_add_(0, group_ids, rewards)
+    total = torch.zeros(k, dtype=torch.float64, device=rewards.device).index_add_(0, group_ids, rewards)
     mean = total / size.clamp(min=1)
-    sq = torch.zeros(k, dtype=torch.float64).index_add_(0, group_ids, (rewards - mean[group_ids]) ** 2)
+    sq = torch.zeros(k, dtype=torch.float64, device=rewards.device).index_add_(0, group_ids, (rewards - mean[group_ids]) ** 2)
     std = torch.where(size > 1, (sq / (size - 1).clamp(min=1)).sqrt(), torch.zeros_like(sq))
     # float noise must not hide an all-equal group
     std = torch.where(std < 1e-12, torch.zeros_like(std), std)
@@ -50,15 +50,26 @@ def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, *, std_norm
     return adv.to(rewards.dtype if rewards.is_floating_point() else torch.float32)
 
 
+def informative_groups(stats: GroupStats, limit: int) -> torch.Tensor:
+    """DAPO-style dynamic sampling: ids of the first `limit` groups that are not degenerate (their
+    rollouts disagree, so they carry a policy gradient)."""
+    return torch.nonzero(~stats.degenerate).flatten()[:limit]
+
+
 def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                  mask: torch.Tensor, *, clip: float, max_len: int) -> tuple[torch.Tensor, dict]:
+                  mask: torch.Tensor, *, clip: float, max_len: int,
+                  rows: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """PPO-clip surrogate on response tokens [N, T]: summed over each response's tokens, divided by
-    the constant `max_len` (no length bias), averaged over responses."""
+    the constant `max_len` (no length bias), averaged over responses, or over those `rows` marks
+    (e.g. only the groups dynamic sampling kept; 0 if it marks none)."""
+    if rows is not None:
+        mask = mask.bool() & rows[:, None]
     mask = mask.to(logprobs.dtype)
     ratio = torch.exp(logprobs - old_logprobs)
     adv = advantages[:, None].to(logprobs.dtype)
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
-    loss = -(surrogate * mask).sum(-1).div(max_len).mean()
+    weight = torch.ones_like(advantages, dtype=logprobs.dtype) if rows is None else rows.to(logprobs.dtype)
+    loss = -((surrogate * mask).sum(-1).div(max_len) * weight).sum() / weight.sum().clamp(min=1)
     clipped = ((ratio - 1).abs() > clip).to(mask.dtype)
     return loss, {"clip_fraction": float((clipped * mask).sum() / mask.sum().clamp(min=1))}
 

@@ -28,6 +28,18 @@ class Rollouts:
     def response_lists(self) -> list[list[int]]:
         return [r[m].tolist() for r, m in zip(self.responses, self.response_mask)]
 
+    def select_groups(self, groups: torch.Tensor) -> tuple[Rollouts, torch.Tensor]:
+        """The rollouts of `groups` (group ids; renumbered 0..len-1 in this order) and their row
+        indices here, e.g. to index the rewards."""
+        rows = [torch.nonzero(self.group_ids == g).flatten() for g in groups.tolist()]
+        idx = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long, device=self.group_ids.device)
+        sizes = torch.tensor([len(r) for r in rows], dtype=torch.long, device=idx.device)
+        return Rollouts(
+            sequences=self.sequences[idx], attention_mask=self.attention_mask[idx],
+            prompt_width=self.prompt_width, response_mask=self.response_mask[idx],
+            logprobs=self.logprobs[idx], entropies=self.entropies[idx],
+            group_ids=torch.arange(len(rows), device=idx.device).repeat_interleave(sizes)), idx
+
 
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in prompts)

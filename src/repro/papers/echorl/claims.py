@@ -33,23 +33,31 @@ def compare(arms: dict, a: str, b: str, key: str) -> dict:
     return {"gain": gain, "spread": spread, "margin": gain - spread}
 
 
-def beta_sweep(runs: dict[str, list[dict]], arms: dict) -> list[dict]:
-    """Every max-entropy EchoClip arm by beta, each against GRPO on the seeds both ran (paired, so a
-    one-seed sweep arm is not compared with a three-seed mean)."""
-    grpo = {r["seed"]: r for r in runs.get("grpo", [])}
+def base_arm(arms: dict, name: str) -> str | None:
+    """The arm without a clip that samples like `name` (GRPO, or the dynamic-sampling method)."""
+    same = [a for a, spec in arms.items()
+            if spec["clip"] == "none" and spec.get("dynamic_sampling") == arms[name].get("dynamic_sampling")]
+    return same[0] if same else None
+
+
+def echo_vs_base(runs: dict[str, list[dict]], arms: dict) -> list[dict]:
+    """Every max-entropy EchoClip arm (the beta sweep, the second RLVR method) against its base arm on
+    the seeds both ran (paired, so a one-seed arm is not compared with a three-seed mean)."""
     rows = []
     for name, spec in arms.items():
-        if spec["clip"] != "max_entropy" or name not in runs:
+        base = base_arm(arms, name)
+        if spec["clip"] != "max_entropy" or name not in runs or base not in runs:
             continue
-        row = {"arm": name, "beta": spec["beta"], "rollout_choice": spec["rollout_choice"],
+        by_seed = {r["seed"]: r for r in runs[base]}
+        row = {"arm": name, "base": base, "beta": spec["beta"], "rollout_choice": spec["rollout_choice"],
                "seeds": sorted(r["seed"] for r in runs[name])}
-        paired = [r for r in runs[name] if r["seed"] in grpo]
+        paired = [r for r in runs[name] if r["seed"] in by_seed]
         for key in ("id", "ood"):
             row[key] = statistics.fmean(r[f"{key}_accuracy"] for r in runs[name])
-            row[f"{key}_vs_grpo"] = (statistics.fmean(r[f"{key}_accuracy"] - grpo[r["seed"]][f"{key}_accuracy"]
+            row[f"{key}_vs_base"] = (statistics.fmean(r[f"{key}_accuracy"] - by_seed[r["seed"]][f"{key}_accuracy"]
                                                       for r in paired) if paired else None)
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["beta"], r["arm"]))
+    return sorted(rows, key=lambda r: (r["base"], r["beta"], r["arm"]))
 
 
 def decide(runs: dict[str, list[dict]], sft: dict, arm_params: dict) -> dict:
@@ -75,7 +83,7 @@ def decide(runs: dict[str, list[dict]], sft: dict, arm_params: dict) -> dict:
                    f"vs_{other}_margin": c["margin"]})
     return {"arms": arms, "sft": {k: sft[k] for k in ("id_accuracy", "ood_accuracy", "steps")},
             "entropy_profile": sft["entropy_profile"], "e1": e1, "e2": e2, "e3": e3,
-            "beta_sweep": beta_sweep(runs, arm_params)}
+            "echo_vs_base": echo_vs_base(runs, arm_params)}
 
 
 def _pt(x) -> str:
@@ -83,20 +91,23 @@ def _pt(x) -> str:
 
 
 def report_tables(m: dict, arms: dict) -> str:
-    """Markdown sections: arms, beta sweep, accuracy per arm, E1-E3 numbers, the step-entropy profile."""
+    """Markdown sections: arms, EchoClip vs its base arm, accuracy per arm, E1-E3 numbers, the step-entropy profile."""
     s = m["sft"]
-    lines = ["## Arms", "", "| arm | clip ends at | beta | clip taken from |", "|---|---|---|---|"]
+    lines = ["## Arms", "", "| arm | sampling | clip ends at | beta | clip taken from |", "|---|---|---|---|---|"]
     for name, a in arms.items():
-        lines.append(f"| {name} | {a['clip']} | {a.get('beta', '')} | "
+        ds = a.get("dynamic_sampling")
+        sampling = f"dynamic ({ds['oversample']}x prompts, degenerate groups dropped)" if ds else "GRPO"
+        lines.append(f"| {name} | {sampling} | {a['clip']} | {a.get('beta', '')} | "
                      f"{dict(peak='the rollout with the highest peak step entropy', all='every rollout').get(a.get('rollout_choice'), '')} |")
-    lines += ["", "## beta sweep (EchoClip at the highest-entropy step)", "",
-              "beta is 0.001 at 7B; at this scale the clip NLL and the policy loss have other magnitudes, so it "
-              "is swept here. The `echo` arm's beta was fixed before the runs (E2/E3 use it); the other rows "
-              "run on fewer seeds and are compared with GRPO on the same seeds.", "",
-              "| arm | beta | seeds | ID | OOD | ID - grpo | OOD - grpo |", "|---|---|---|---|---|---|---|"]
-    for r in m["beta_sweep"]:
-        lines.append(f"| {r['arm']} | {r['beta']:g} | {', '.join(map(str, r['seeds']))} | {100 * r['id']:.1f} | "
-                     f"{100 * r['ood']:.1f} | {_pt(r['id_vs_grpo'])} | {_pt(r['ood_vs_grpo'])} |")
+    lines += ["", "## EchoClip against its base method: beta sweep and the second RLVR method", "",
+              "Each arm that clips at the highest-entropy step, against the arm without a clip that samples "
+              "the same way (GRPO, or DAPO-style dynamic sampling), on the seeds both ran. beta is 0.001 at "
+              "7B; at this scale the clip NLL and the policy loss have other magnitudes, so it is swept here. "
+              "The `echo` arm's beta was fixed before the runs (E2/E3 use it).", "",
+              "| arm | base | beta | seeds | ID | OOD | ID - base | OOD - base |", "|---|---|---|---|---|---|---|---|"]
+    for r in m["echo_vs_base"]:
+        lines.append(f"| {r['arm']} | {r['base']} | {r['beta']:g} | {', '.join(map(str, r['seeds']))} | "
+                     f"{100 * r['id']:.1f} | {100 * r['ood']:.1f} | {_pt(r['id_vs_base'])} | {_pt(r['ood_vs_base'])} |")
     lines += ["", "## Accuracy per arm (greedy, % of test prompts; mean ± std over seeds)", "",
              f"SFT initialisation (all arms start here; {s['steps']} SFT steps): ID {100 * s['id_accuracy']:.1f}%, "
              f"OOD {100 * s['ood_accuracy']:.1f}%.", "",

@@ -4,6 +4,11 @@ EchoClip auxiliary loss (or one of its ablations); then greedy ID/OOD accuracy.
 Per step: G rollouts of each of P prompts on the KV cache -> verifier rewards -> group advantages
 (degenerate groups give zeros) -> PPO-clip loss (+ entropy bonus) -> for all-success groups, the clip
 NLL weighted by beta. The policy-gradient norm is that of the PPO-clip term alone.
+
+An arm with `dynamic_sampling` is the second RLVR method (DAPO-style): it samples `oversample` x P
+prompts and trains the policy loss on the first P groups that are not degenerate. DAPO re-samples
+until P are found; one oversampled batch bounds the cost (fewer than P are used when it falls short).
+EchoClip still reads the all-success groups the filter drops.
 """
 import random
 import time
@@ -17,7 +22,7 @@ from repro.core.stage import StageContext, main
 from repro.models.causal_lm import load_checkpoint
 from repro.papers.echorl import method
 from repro.papers.echorl.task import Task
-from repro.rl.grpo import group_advantages, group_stats, masked_mean, ppo_clip_loss
+from repro.rl.grpo import group_advantages, group_stats, informative_groups, masked_mean, ppo_clip_loss
 from repro.rl.rollout import response_logprobs
 
 
@@ -43,25 +48,41 @@ def run(ctx: StageContext) -> dict:
     train = task.splits["train"]
     rng, gen = random.Random(seed), torch.Generator(device=device).manual_seed(seed)
     clip_rng = random.Random(seed + 1)
+    dynamic = "dynamic_sampling" in arm
+    oversample = arm["dynamic_sampling"]["oversample"] if dynamic else 1
     history = []
     start = time.perf_counter()
     for step in tqdm(range(rl["steps"]), desc=f"rl {ctx.wildcards['arm']} s{seed}", mininterval=5):
-        rows = train[rng.sample(range(len(train)), ro_p["prompts_per_step"])]
+        rows = train[rng.sample(range(len(train)), ro_p["prompts_per_step"] * oversample)]
         model.eval()
         ro = task.rollouts(model, rows, group_size=ro_p["group_size"], max_new_tokens=ro_p["max_new_tokens"],
                            temperature=ro_p["temperature"], generator=gen)
         rewards = task.rewards(ro, rows["answer"]).to(device)
         stats = group_stats(rewards, ro.group_ids)
-        adv = group_advantages(rewards, ro.group_ids, std_normalize=rl["std_normalize"])
         success = stats.all_equal_to(1.0)
+        sampled = {"reward": float(rewards.mean()), "degenerate_fraction": float(stats.degenerate.float().mean()),
+                   "all_success_fraction": float(success.float().mean()),
+                   "all_fail_fraction": float(stats.all_equal_to(0.0).float().mean())}
+        if dynamic:
+            kept = informative_groups(stats, ro_p["prompts_per_step"])
+            groups = torch.cat([kept, torch.nonzero(success).flatten()]) if arm["clip"] != "none" else kept
+            if len(groups) == 0:  # every group failed: a step without gradient (DAPO would sample again)
+                groups = torch.arange(len(success), device=device)
+            ro, idx = ro.select_groups(groups)
+            rewards, success = rewards[idx], success[groups]
+            pg_rows, policy_groups = ro.group_ids < len(kept), len(kept)
+        else:
+            pg_rows, policy_groups = None, len(stats.size)
+        adv = group_advantages(rewards, ro.group_ids, std_normalize=rl["std_normalize"])
         model.train()
         logp, ent = response_logprobs(model, ro, temperature=ro_p["temperature"])
         pg_loss, info = ppo_clip_loss(logp, ro.logprobs, adv, ro.response_mask, clip=rl["clip"],
-                                      max_len=rl["loss_max_len"])
+                                      max_len=rl["loss_max_len"], rows=pg_rows)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(pg_loss, retain_graph=True)
         pg_norm = grad_norm(params)
-        extra = -rl["entropy_coef"] * masked_mean(ent, ro.response_mask)
+        policy_tokens = ro.response_mask if pg_rows is None else ro.response_mask & pg_rows[:, None]
+        extra = -rl["entropy_coef"] * masked_mean(ent, policy_tokens)
         clips = []
         if arm["clip"] != "none":
             clip_mask, clips = method.echo_clips(ro, rewards, success, is_delim, how=arm["clip"],
@@ -71,12 +92,9 @@ def run(ctx: StageContext) -> dict:
         accelerator.clip_grad_norm_(params, rl["grad_clip"])
         opt.step()
         history.append({
-            "step": step, "reward": float(rewards.mean()),
-            "degenerate_fraction": float(stats.degenerate.float().mean()),
-            "all_success_fraction": float(success.float().mean()),
-            "all_fail_fraction": float(stats.all_equal_to(0.0).float().mean()),
+            "step": step, **sampled, "policy_groups": policy_groups,
             "pg_norm": pg_norm, "clip_fraction": info["clip_fraction"],
-            "entropy": float(masked_mean(ent.detach(), ro.response_mask)),
+            "entropy": float(masked_mean(ent.detach(), policy_tokens)),
             "response_tokens": float(ro.response_mask.sum(-1).float().mean()),
             "clips": len(clips),
             "clip_end_relative": (sum((c["end_step"] + 1) / c["steps"] for c in clips) / len(clips)
