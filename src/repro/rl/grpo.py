@@ -68,8 +68,8 @@ def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
     ratio = torch.exp(logprobs - old_logprobs)
     adv = advantages[:, None].to(logprobs.dtype)
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
-    weight = torch.ones_like(advantages, dtype=logprobs.dtype) if rows is None else rows.to(logprobs.dtype)
-    loss = -((surrogate * mask).sum(-1).div(max_len) * weight).sum() / weight.sum().clamp(min=1)
+    per_response = (surrogate * mask).sum(-1).div(max_len)
+    loss = -(per_response.mean() if rows is None else per_response.sum() / rows.sum().clamp(min=1))
     clipped = ((ratio - 1).abs() > clip).to(mask.dtype)
     return loss, {"clip_fraction": float((clipped * mask).sum() / mask.sum().clamp(min=1))}
 

@@ -55,7 +55,7 @@ def echo_vs_base(runs: dict[str, list[dict]], arms: dict) -> list[dict]:
         for key in ("id", "ood"):
             row[key] = statistics.fmean(r[f"{key}_accuracy"] for r in runs[name])
             row[f"{key}_vs_base"] = (statistics.fmean(r[f"{key}_accuracy"] - by_seed[r["seed"]][f"{key}_accuracy"]
-                                                      for r in paired) if paired else None)
+                                                     for r in paired) if paired else None)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["base"], r["beta"], r["arm"]))
 
