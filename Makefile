@@ -41,7 +41,8 @@ snapshot: setup
 	$(SMK) snapshot --config profile=$(PROFILE)
 
 ui: setup
+	$(BIN)/python -m repro.core.tracking flush
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf results reports mlflow.db mlartifacts .snakemake
+	rm -rf results reports logs mlflow.db mlartifacts .snakemake .repro

@@ -12,7 +12,7 @@ from conftest import run_stage
 
 from repro.core import config as rc
 from repro.data.arithmetic import CharTokenizer, extract_answer, sample_split, solve, step_has_carry, verify
-from repro.papers.echorl import claims, method
+from repro.papers.echorl import effects, method
 from repro.rl.grpo import group_stats
 from repro.rl.rollout import Rollouts
 
@@ -135,7 +135,7 @@ def test_claim_margins_subtract_the_seed_spread():
             "echo": {"clip": "max_entropy", "beta": 0.1, "rollout_choice": "peak"},
             "echo_beta1": {"clip": "max_entropy", "beta": 1.0, "rollout_choice": "peak", "seeds": [0]},
             "dapo": {"clip": "none", **dapo}, "dapo_echo": {"clip": "max_entropy", "beta": 0.1, "rollout_choice": "peak", **dapo}}
-    m = claims.decide(runs, sft, arms)
+    m = effects.decide(runs, sft, arms)
     assert m["e1"]["increase"] == pytest.approx(0.2) and m["e1"]["spread"] == pytest.approx(0.1)
     assert m["e2"]["id_gain"] == pytest.approx(0.10) and m["e2"]["id_margin"] == pytest.approx(0.08)
     assert m["e2"]["ood_gain"] == pytest.approx(0.01) and m["e2"]["ood_margin"] < 0  # inside the spread
@@ -149,7 +149,7 @@ def test_claim_margins_subtract_the_seed_spread():
     assert m["echo_vs_base"][1]["id_vs_base"] == pytest.approx(0.10)
     assert m["echo_vs_base"][2]["id_vs_base"] == pytest.approx(-0.10)  # 0.50 - 0.60, not - 0.62
     assert m["echo_vs_base"][2]["ood_vs_base"] == pytest.approx(0.10)
-    tables = claims.report_tables({**m, "entropy_profile": {
+    tables = effects.report_tables({**m, "entropy_profile": {
         "carry_steps": 0.5, "no_carry_steps": 0.1, "peak_at_carry_fraction": 0.9, "carry_base_rate": 0.5}}, arms)
     assert "| echo | 3 |" in tables and "| echo_beta1 | grpo | 1 | 0 | 50.0 | 20.0 | -10.0 | +10.0 |" in tables
     assert "| dapo_echo | dynamic (2x prompts, degenerate groups dropped) | max_entropy |" in tables

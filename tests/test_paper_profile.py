@@ -76,7 +76,7 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
     lat = run_stage("pruninginfersim", latency, path, r / "latency", ["families", "latency_model", "latency", "prune"])
     assert set(lat["families"]) == {"static_depth", "dynamic_depth"}
     m = run_stage("pruninginfersim", analysis, path, r / "analysis", ["families", "analysis"],
-                  [("quality_static_depth", r / "evaluate" / "static_depth"),
-                   ("quality_dynamic_depth", r / "evaluate" / "dynamic_depth"), ("latency", r / "latency")])
+                  [("evaluate_static_depth", r / "evaluate" / "static_depth"),
+                   ("evaluate_dynamic_depth", r / "evaluate" / "dynamic_depth"), ("latency", r / "latency")])
     assert m["p3"]["measured"] == {"static_depth": ["removed"], "dynamic_depth": ["M"]}
     assert (r / "analysis" / "frontier.png").stat().st_size > 1000

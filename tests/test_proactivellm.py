@@ -13,8 +13,8 @@ import yaml
 from conftest import run_stage
 
 from repro.core import config as rc
-from repro.papers.proactivellm import claims, method, synth
-from repro.papers.proactivellm.task import WordTokenizer, batch, encode
+from repro.papers.proactivellm import _synth as synth, effects, method
+from repro.papers.proactivellm._task import WordTokenizer, batch, encode
 from repro.streaming.latency import al, laal
 from repro.streaming.loop import StreamSession, stream
 from repro.streaming.masks import group_position_ids, streaming_allowed, streaming_mask
@@ -320,7 +320,7 @@ def constructed_arms(head_quality):
     full = pts("read_all", [10.0], [0.8])
     waitk = pts("waitk", [2, 4, 6, 8], [0.2, 0.5, 0.7, 0.78])
     v3 = pts("oracle", [3.0], [0.8])
-    for h in claims.HEADS:
+    for h in effects.HEADS:
         v3 += pts(h, [3, 5, 7], head_quality)
     au = lambda e: {"entropy": e, "maxprob": e, "attention": e}  # noqa: E731
     return {"v0": {"points": full, "auroc": au(0.6)}, "v1": {"points": waitk, "auroc": au(0.5)},
@@ -329,13 +329,13 @@ def constructed_arms(head_quality):
 
 
 def test_claim_metrics_on_constructed_curves():
-    good = claims.decide_task(constructed_arms([0.5, 0.77, 0.79]), keep=0.95)  # target 0.76
+    good = effects.decide_task(constructed_arms([0.5, 0.77, 0.79]), keep=0.95)  # target 0.76
     assert good["a1"]["al_at_target"]["entropy"] == 5 and good["a1"]["al_at_target"]["waitk"] == 8
     assert good["a1"]["al_gain"] == 3 and good["a1"]["excess_al_over_oracle"] == 2
     assert good["a2"]["v3_minus_v2"] == pytest.approx(0.1) and good["a2"]["v2_minus_v0"] == pytest.approx(0.1)
     # at AL 3, 5, 7 the wait-k curve gives 0.35, 0.6, 0.74
     assert good["a3"]["heads"]["entropy"]["mean_gap"] == pytest.approx((0.15 + 0.17 + 0.05) / 3)
-    bad = claims.decide_task(constructed_arms([0.1, 0.2, 0.3]), keep=0.95)
+    bad = effects.decide_task(constructed_arms([0.1, 0.2, 0.3]), keep=0.95)
     assert bad["a1"]["al_at_target"]["entropy"] == 10  # never reaches the target: read everything
     assert bad["a1"]["al_gain"] == -2 and bad["a3"]["worst_head_gap"] < -0.01
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from repro.core import flops
-from repro.papers.pruninginfersim import claims, method
+from repro.papers.pruninginfersim import effects, method
 from repro.papers.pruninginfersim.method import PrunableLlama
 
 IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(3))
@@ -240,18 +240,18 @@ def pt(family, loss, speedup, s=0.5):
 def test_pareto_frontier_and_order():
     pts = [pt("static_depth", 0.02, 1.3), pt("static_width", 0.03, 1.1), pt("dynamic_depth", 0.10, 1.6),
            pt("static_depth", 0.12, 1.5), pt("static_width", 0.20, 2.0), pt("lowrank", 0.30, 1.9)]
-    front = claims.pareto_frontier(pts)
+    front = effects.pareto_frontier(pts)
     assert [(p["family"], p["quality_loss"]) for p in front] == [
         ("static_depth", 0.02), ("dynamic_depth", 0.10), ("static_width", 0.20)]
-    seq = claims.family_sequence(front)
-    assert seq == claims.PAPER_ORDER
-    bands = claims.band_winners(front, [[0, 0.04], [0.05, 0.16], [0.17, 0.26], [0.5, 0.6]])
+    seq = effects.family_sequence(front)
+    assert seq == effects.PAPER_ORDER
+    bands = effects.band_winners(front, [[0, 0.04], [0.05, 0.16], [0.17, 0.26], [0.5, 0.6]])
     assert [b["family"] for b in bands] == ["static_depth", "dynamic_depth", "static_width", None]
 
 
 def test_frontier_order_fails_when_width_comes_first():
-    front = claims.pareto_frontier([pt("static_width", 0.01, 1.5), pt("static_depth", 0.05, 1.6)])
-    assert claims.family_sequence(front) == ["static_width", "static_depth"]
+    front = effects.pareto_frontier([pt("static_width", 0.01, 1.5), pt("static_depth", 0.05, 1.6)])
+    assert effects.family_sequence(front) == ["static_width", "static_depth"]
 
 
 def test_bound_efficiency_skips_variants_that_remove_nothing():
@@ -259,5 +259,5 @@ def test_bound_efficiency_skips_variants_that_remove_nothing():
         "static_depth": {"sparsities": {"0.5": {"d": {"bound": 2.0, "bound_efficiency": 0.9}}}},
         "attn_sparsity": {"sparsities": {"0.5": {"d": {"bound": 1.01, "bound_efficiency": 0.99}}}},
     }}
-    eff = claims.bound_efficiencies(lat, "d", 1.1)
+    eff = effects.bound_efficiencies(lat, "d", 1.1)
     assert eff == {"static_depth": 0.9}

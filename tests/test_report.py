@@ -1,7 +1,7 @@
 """Claim verdicts from constructed metrics, and the rendered report/index."""
 import json
 
-from repro.report import claims as rc
+from repro.report import verdicts as rc
 from repro.report import render
 
 CLAIM = {"id": "X1", "statement": "s", "published": "p",

@@ -12,7 +12,7 @@ import yaml
 from conftest import run_stage
 
 from repro.core import config as rc
-from repro.papers.routing_free_moe import arms, claims, method
+from repro.papers.routing_free_moe import _arms as arms, effects, method
 from repro.papers.routing_free_moe.method import AdaptiveLambda, RoutingFreeMoE, TopKMoE
 
 TINY = {"arch": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -164,10 +164,10 @@ def test_threshold_sweep_monotone_and_smooth():
     def sweep(losses):
         return {"rf_s0": {"sweep": {str(t): {"val_loss": v, "density": 0.2} for t, v in zip([0.1, 0.2, 0.3], losses)}}}
 
-    ok = claims.threshold_sweep(sweep([2.1, 2.0, 2.3]), 0.2, 0.001)
+    ok = effects.threshold_sweep(sweep([2.1, 2.0, 2.3]), 0.2, 0.001)
     assert ok["monotone"] and ok["max_step_rel"] == pytest.approx(0.15)
-    assert not claims.threshold_sweep(sweep([1.9, 2.0, 2.3]), 0.2, 0.001)["monotone"]  # lower theta helps
-    assert claims.threshold_sweep(sweep([1.999, 2.0, 2.3]), 0.2, 0.001)["monotone"]  # within tolerance
+    assert not effects.threshold_sweep(sweep([1.9, 2.0, 2.3]), 0.2, 0.001)["monotone"]  # lower theta helps
+    assert effects.threshold_sweep(sweep([1.999, 2.0, 2.3]), 0.2, 0.001)["monotone"]  # within tolerance
 
 
 def test_decide_on_constructed_runs():
@@ -180,13 +180,13 @@ def test_decide_on_constructed_runs():
             "rf_mu0_s0": r("rf_mu0", 0, 1.8, e_cv=0.9, t_cv=0.2), "rf_mu100_s0": r("rf_mu100", 0, 1.8, 0.3, 0.6)}
     sweep = {"rf_s0": {"sweep": {"0.1": {"val_loss": 1.85, "density": 0.3}, "0.2": {"val_loss": 1.8, "density": 0.25},
                                  "0.3": {"val_loss": 1.9, "density": 0.2}}}}
-    m = claims.decide(runs, sweep, {0.0: "rf_mu0", 0.5: "rf", 1.0: "rf_mu100"}, RF, 0.001)
+    m = effects.decide(runs, sweep, {0.0: "rf_mu0", 0.5: "rf", 1.0: "rf_mu100"}, RF, 0.001)
     assert m["r1"]["rf_minus_topk_loss"] == pytest.approx(-0.1)
     assert m["r2"]["abs_gap"] == pytest.approx(0.01)
     assert m["r3"]["expert_cv_mu0_minus_mu1"] == pytest.approx(0.6)
     assert m["r3"]["token_cv_mu1_minus_mu0"] == pytest.approx(0.4)
     assert m["r4"]["monotone"]
-    assert "| rf |" in claims.report_tables(m, {k: {**v, "kind": "x"} for k, v in runs.items()})
+    assert "| rf |" in effects.report_tables(m, {k: {**v, "kind": "x"} for k, v in runs.items()})
 
 
 # ---------------------------------------------------------------- the `paper` profile's code path

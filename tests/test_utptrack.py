@@ -14,7 +14,7 @@ from conftest import run_stage
 
 from repro.core import config as rc
 from repro.data import video
-from repro.papers.utptrack import claims, method
+from repro.papers.utptrack import effects, method
 from repro.papers.utptrack.method import Pruning, Tokens
 
 # ---------------------------------------------------------------- pruning on constructed attention
@@ -325,7 +325,7 @@ def test_decide_on_constructed_results():
     roles = {"baseline": "baseline", "unified": "utptrack", "unaware": "ce_dte_ste", "search_only": "search_only"}
     lat = {"baseline": {"b1": {"seconds": 1, "ms_per_frame": 1000, "speedup": 1.0}},
            "utptrack": {"b1": {"seconds": 0.5, "ms_per_frame": 500, "speedup": 2.0}}}
-    m = claims.decide(evals_for(auc, per), lat, roles, bootstrap=100, seed=0)
+    m = effects.decide(evals_for(auc, per), lat, roles, bootstrap=100, seed=0)
     assert m["u1"]["relative_auc"] == pytest.approx(0.58 / 0.6)
     assert m["u1"]["relative_auc_training_free"] == pytest.approx(0.2 / 0.6)
     assert m["u1"]["tokens_pruned_final"] == pytest.approx(1 - 35 / 114)
@@ -333,10 +333,10 @@ def test_decide_on_constructed_results():
     assert m["u2"]["bootstrap"]["ci95"][0] > 0
     assert m["u3"]["aware_minus_unaware"] == pytest.approx(0.03)
     assert m["variants"]["utptrack/finetuned"]["latency"]["b1"]["speedup"] == 2.0
-    verdicts = {v["id"]: v["verdict"] for v in __import__("repro.report.claims", fromlist=["x"]).evaluate_claims(
+    verdicts = {v["id"]: v["verdict"] for v in __import__("repro.report.verdicts", fromlist=["x"]).evaluate_claims(
         rc.load_paper("utptrack")["claims"], m)}
     assert verdicts == {"U1": "not reproduced", "U2": "reproduced", "U3": "reproduced"}  # 0.967 < 0.97
-    tables = claims.report_tables(m, {"utptrack": {"ce": 0.7}})
+    tables = effects.report_tables(m, {"utptrack": {"ce": 0.7}})
     assert "| utptrack | training_free | 0.70/-/- |" in tables and "| utptrack | 500.00 | 2.00 | n/a |" in tables
 
 

@@ -1,4 +1,8 @@
-# Helpers shared by every paper's rules: params validation, result paths, stage commands.
+# Helpers shared by every paper's rules: params validation, result paths, and `stage`, the one
+# shape of a pipeline rule. A paper's rule file is a list of `stage(...)` calls.
+import itertools
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,12 +24,18 @@ for _paper in PAPERS:
     if _paper not in PARAMS:
         raise WorkflowError(f"params/config.yaml: papers lists {_paper!r} but params/{_paper}.yaml is missing")
 
-REPORT_INPUTS = {}  # paper -> {"summary": dir, "stages": [dirs]}, filled by each paper's .smk
-SNAPSHOT = {}  # paper -> dirs that `snakemake snapshot` puts under DVC
+REPORT_INPUTS = {}  # paper -> {"summary": dir, "stages": [dirs]}, filled by `stage`
+SNAPSHOT = {}  # paper -> dirs that `snakemake snapshot` puts under DVC, filled by `stage`
+JOBS = {}  # (paper, stage) -> {wildcard values: output dir} of every job of the stage
+CONDA_ENV = "../envs/repro.yml"
+# Jobs import the package from this checkout's src/ (not whichever copy pip installed), run the
+# interpreter that runs Snakemake, and never reach for the hub.
+PYTHON = (f"PYTHONPATH={Path(workflow.basedir) / 'src'} HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 "
+          f"{sys.executable}")
 
 
 def results(paper, *parts):
-    return "/".join(["results", PROFILE, paper, *parts])
+    return os.path.join("results", PROFILE, paper, *parts)
 
 
 def section(paper, names):
@@ -38,36 +48,90 @@ def code(module):
     return module_sources(module)
 
 
-# Jobs import the package from this checkout's src/ (not whichever copy pip installed), run the
-# interpreter that runs Snakemake, and never reach for the hub.
-PYTHON = f"PYTHONPATH={Path(workflow.basedir) / 'src'} HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {sys.executable}"
+def product(**values):
+    """Every combination of wildcard values, e.g. product(arm=["a", "b"], seed=[0, 1])."""
+    return [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
 
 
-def stage(paper, name, sections, wildcards=()):
-    """Shell command of a stage job; declared inputs (except code) are passed by name."""
-    wc = " ".join(f"--wildcard {w}={{wildcards.{w}}}" for w in wildcards)
-    tracking = "" if config["tracking"]["mlflow"] else "--no-tracking"
-    return (
-        f"{PYTHON} -m repro.papers.{paper}.{name} --paper {paper} --stage {name} "
-        f"--profile {PROFILE} --sections {','.join(sections)} --seed {SEED} --threads {{threads}} "
-        f"--out {{output}} {{params.inputs}} {wc} {tracking}"
-    )
+def outputs(paper, name, key=None, **only):
+    """{input name: output dir} of the jobs of a stage (those whose wildcards match `only`); names
+    join the job's wildcard parts with `_` (evaluate_static_depth, rl_grpo_seed0) unless
+    `key(wildcards dict)` names them."""
+    return {(key(w) if key else "_".join([name, *_parts(w)]).format(**w)): path
+            for w, path in JOBS[(paper, name)] if all(w[k] == v for k, v in only.items())}
+
+
+def _parts(wildcards):
+    return [f"seed{{{w}}}" if w == "seed" else f"{{{w}}}" for w in wildcards]
 
 
 def named_inputs(wildcards, input):
     return " ".join(f"--input {k}={v}" for k, v in input.items() if k != "code")
 
 
-def timing_threads():
-    """Timing jobs take every core so no other job runs beside them (clusters: set-threads)."""
-    return workflow.cores
+def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, mem_mb=2000,
+          timing=False, summary=False, snapshot=False):
+    """Rule `<paper>_<name>`: runs `python -m repro.papers.<paper>.<name>` into
+    results/<profile>/<paper>/<name>[/<wildcard>...], one job per entry of `each` (dicts of wildcard
+    values; `seed` becomes `seed<N>`). `reads`: the params sections the job reads. `narrow`: for a
+    section of which a job depends on one part only, {section: wildcards -> that part}, so editing
+    another part re-runs nothing here. `timing` jobs take every core (clusters: set-threads).
+    `summary` marks the stage whose metrics and figures the report reads; `snapshot` puts its
+    outputs under DVC. Returns the output pattern, for the next stages' inputs."""
+    each = each or [{}]
+    wildcards = list(each[0])
+    parts = _parts(wildcards)
+    output = results(paper, name, *parts)
+    JOBS[(paper, name)] = [(w, output.format(**w)) for w in each]
+    narrow = narrow or {}
+    report_entry = REPORT_INPUTS.setdefault(paper, {"stages": []})
+    report_entry["stages"] += [path for _, path in JOBS[(paper, name)]]
+    if summary:
+        report_entry["summary"] = output
+    if snapshot:
+        SNAPSHOT.setdefault(paper, []).extend(path for _, path in JOBS[(paper, name)])
+    flags = " ".join(f"--wildcard {w}={{wildcards.{w}}}" for w in wildcards)
+    if not config["tracking"]["mlflow"]:
+        flags += " --no-tracking"
+
+    rule:
+        name:
+            f"{paper}_{name}"
+        input:
+            **(input or {}),
+            code=code(f"repro.papers.{paper}.{name}"),
+        output:
+            report(directory(output), patterns=["{name}.png"], caption=f"../report/{paper}.rst",
+                   category=paper) if summary else directory(output),
+        wildcard_constraints:
+            **{w: "|".join(re.escape(str(v)) for v in sorted({str(j[w]) for j in each})) for w in wildcards},
+        params:
+            p=lambda wc: {s: narrow[s](wc) if s in narrow else PARAMS[paper][PROFILE][s] for s in reads},
+            inputs=named_inputs,
+        log:
+            os.path.join("logs", PROFILE, paper, name, *parts) + ".log",
+        conda:
+            CONDA_ENV
+        threads: workflow.cores if timing else threads
+        resources:
+            mem_mb=mem_mb,
+        shell:
+            f"{PYTHON} -m repro.papers.{paper}.{name} --paper {paper} --stage {name} --profile {PROFILE} "
+            f"--sections {','.join(reads)} --seed {SEED} --threads {{threads}} --out {{output}} "
+            f"{{params.inputs}} {flags} > {{log}} 2>&1"
+
+    return output
 
 
-onstart:
-    # Create the MLflow store, experiments and parent runs once: parallel jobs on a fresh
-    # sqlite file would race to create its schema.
+def flush_tracking():
+    """Jobs queue their MLflow runs; one process logs them all when Snakemake stops."""
     if config["tracking"]["mlflow"]:
-        parents = " ".join(
-            f"--parent {p}:{PROFILE}:{rc.parent_hash(PARAMS[p][PROFILE], SEED)}" for p in PARAMS
-        )
-        shell(f"{PYTHON} -m repro.core.tracking init {parents}")
+        shell(f"{PYTHON} -m repro.core.tracking flush")
+
+
+onsuccess:
+    flush_tracking()
+
+
+onerror:
+    flush_tracking()

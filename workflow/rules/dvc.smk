@@ -8,6 +8,10 @@ rule snapshot:
         f"reports/{PROFILE}/index.md",
     output:
         f"results/{PROFILE}/dvc-snapshot.json",
+    log:
+        f"logs/{PROFILE}/snapshot.log",
+    conda:
+        CONDA_ENV
     threads: 1
     shell:
-        f"{PYTHON} -m repro.core.snapshot --out {{output}} {{input}}"
+        f"{PYTHON} -m repro.core.snapshot --out {{output}} {{input}} > {{log}} 2>&1"

@@ -14,10 +14,14 @@ rule paper_report:
     params:
         claims=lambda wc: PARAMS[wc.paper]["claims"],
         stages=lambda wc, input: " ".join(f"--stage {s}" for s in input.stages),
+    log:
+        f"logs/{PROFILE}/{{paper}}/report.log",
+    conda:
+        CONDA_ENV
     threads: 1
     shell:
         f"{PYTHON} -m repro.report.render paper --paper {{wildcards.paper}} "
-        f"--profile {PROFILE} --summary {{input.summary}} {{params.stages}} --out {{output}}"
+        f"--profile {PROFILE} --summary {{input.summary}} {{params.stages}} --out {{output}} > {{log}} 2>&1"
 
 
 rule index:
@@ -29,7 +33,11 @@ rule index:
         html=f"reports/{PROFILE}/index.html",
     params:
         reports=lambda wc, input: " ".join(f"--report {r}" for r in input.reports),
+    log:
+        f"logs/{PROFILE}/index.log",
+    conda:
+        CONDA_ENV
     threads: 1
     shell:
         f"{PYTHON} -m repro.report.render index --profile {PROFILE} {{params.reports}} "
-        f"--out reports/{PROFILE}"
+        f"--out reports/{PROFILE} > {{log}} 2>&1"

@@ -68,3 +68,8 @@ def sha256_path(path: Path | str) -> str:
 
 def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def read_metrics(folder: Path | str) -> dict:
+    """The `metrics` of a job's output folder (its metrics.json, written by the stage frame)."""
+    return read_json(Path(folder) / "metrics.json")["metrics"]

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -45,8 +47,18 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): read just before a job's
+    run(), it is the job's start-up (interpreter, imports, params, seeding)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+
+
 def provenance(*, paper: str, stage: str, profile: str, params_hash: str, seed: int, threads: int,
-               wall_s: float, inputs: dict[str, Path]) -> dict:
+               wall_s: float, startup_s: float | None, inputs: dict[str, Path]) -> dict:
     return {
         "paper": paper,
         "stage": stage,
@@ -55,6 +67,7 @@ def provenance(*, paper: str, stage: str, profile: str, params_hash: str, seed: 
         "seed": seed,
         "threads": threads,
         "wall_s": round(wall_s, 3),
+        "startup_s": None if startup_s is None else round(startup_s, 3),
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "device": device_name(),
         "versions": versions(),

@@ -10,13 +10,13 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from repro.core import config as cfg
 from repro.core.io import atomic_dir
-from repro.core.provenance import provenance, write_metrics
+from repro.core.provenance import process_age, provenance, write_metrics
 
 
 @dataclass
@@ -30,11 +30,6 @@ class StageContext:
     out: Path
     inputs: dict[str, Path]
     wildcards: dict[str, str]
-    artifacts: list[Path] = field(default_factory=list)
-
-    def log_artifact(self, path: Path) -> None:
-        """A small file (plot, table) to attach to the MLflow run; checkpoints stay in results/."""
-        self.artifacts.append(Path(path))
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -79,6 +74,8 @@ def main(run: Callable[[StageContext], dict], argv: list[str] | None = None) -> 
 
     seed_everything(args.seed, args.threads)
     job_hash = cfg.params_hash({"params": params, "seed": args.seed, "wildcards": wildcards})
+    startup = process_age()
+    started = time.time()
     start = time.perf_counter()
     with atomic_dir(args.out) as scratch:
         ctx = StageContext(args.paper, args.stage, args.profile, params, args.seed, args.threads,
@@ -86,16 +83,18 @@ def main(run: Callable[[StageContext], dict], argv: list[str] | None = None) -> 
         metrics = run(ctx)
         prov = provenance(paper=args.paper, stage=args.stage, profile=args.profile,
                           params_hash=job_hash, seed=args.seed, threads=args.threads,
-                          wall_s=time.perf_counter() - start, inputs=inputs)
+                          wall_s=time.perf_counter() - start, startup_s=startup, inputs=inputs)
         write_metrics(scratch / "metrics.json", metrics, prov)
-        if not args.no_tracking:
-            from repro.core.tracking import log_job
+        # small artifacts for MLflow: metrics.json and the figures and tables at the folder's top
+        # (checkpoints stay in results/ and DVC)
+        artifacts = [scratch / "metrics.json", *scratch.glob("*.png"), *scratch.glob("*.md")]
+    if not args.no_tracking:  # queued, not logged: importing MLflow would double a job's start-up
+        from repro.core.tracking import enqueue_job
 
-            suffix = "".join(f"[{k}={v}]" for k, v in sorted(wildcards.items()))
-            log_job(paper=args.paper, profile=args.profile,
-                    parent_hash=cfg.parent_hash(section, args.seed),
+        suffix = "".join(f"[{k}={v}]" for k, v in sorted(wildcards.items()))
+        enqueue_job(paper=args.paper, profile=args.profile, parent_hash=cfg.parent_hash(section, args.seed),
                     run_name=args.stage + suffix, params={**params, "seed": args.seed, **wildcards},
-                    metrics=metrics, provenance=prov,
-                    artifacts=[scratch / "metrics.json", *ctx.artifacts])
+                    metrics=metrics, provenance=prov, start=started, end=time.time(),
+                    artifacts=sorted(args.out / a.relative_to(scratch) for a in artifacts))
     print(f"[{args.paper}:{args.stage}] done in {time.perf_counter() - start:.1f}s -> {args.out}",
           file=sys.stderr)

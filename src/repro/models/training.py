@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Callable
 
 import torch
@@ -53,6 +54,11 @@ def train_causal_lm(model, next_batch: Callable[[int], torch.Tensor | dict], *, 
             break
     model.eval()
     return losses
+
+
+def tail_mean(values: list[float], fraction: float = 0.1) -> float | None:
+    """Mean of the last `fraction` of per-step values (one step is too noisy to report)."""
+    return statistics.mean(values[-max(1, int(len(values) * fraction)):]) if values else None
 
 
 @torch.no_grad()

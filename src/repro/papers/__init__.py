@@ -1,1 +1,1 @@
-"""One subpackage per paper: method.py (the mechanism), one module per stage, claims.py."""
+"""One subpackage per paper: method.py (the mechanism), one module per stage, effects.py (the numbers the claim checks read)."""

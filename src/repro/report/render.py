@@ -12,7 +12,7 @@ from pathlib import Path
 
 from repro.core.config import load_paper
 from repro.core.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
-from repro.report.claims import VERDICTS, evaluate_claims
+from repro.report.verdicts import VERDICTS, evaluate_claims
 
 # design.md's wall-clock budgets for one paper's whole chain on 2 cores
 BUDGET_S = {"smoke": 60, "mini": 600}

@@ -1,14 +1,11 @@
 """Stage 4: E1-E3 decided from every RL job; figures (degenerate fraction, policy-gradient norm,
 accuracy per arm, step-entropy profile) and report tables."""
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from repro.core.io import atomic_write_text, read_json  # noqa: E402
-from repro.core.stage import StageContext, main  # noqa: E402
-from repro.papers.echorl import claims  # noqa: E402
+from repro.core.io import atomic_write_text, read_json, read_metrics
+from repro.core.stage import StageContext, main
+from repro.papers.echorl import effects
+from repro.report.figures import plt, save
 
 
 def curve_figure(histories: dict, key: str, ylabel: str, path, window: int = 5) -> None:
@@ -24,9 +21,7 @@ def curve_figure(histories: dict, key: str, ylabel: str, path, window: int = 5) 
     ax.set_xlabel("RL step")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def accuracy_figure(m: dict, runs: dict, path) -> None:
@@ -42,9 +37,7 @@ def accuracy_figure(m: dict, runs: dict, path) -> None:
     ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylabel("greedy accuracy (%); dashed: SFT init; dots: seeds")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def entropy_figure(profile: dict, path) -> None:
@@ -56,27 +49,23 @@ def entropy_figure(profile: dict, path) -> None:
     vals = [profile["no_carry_steps"] or 0.0, profile["carry_steps"] or 0.0]
     b.bar(["no carry", "carry"], vals, color=["C0", "C3"])
     b.set_title("addition steps with / without a carry", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def run(ctx: StageContext) -> dict:
     runs, histories = {}, {}
     for name, path in sorted(ctx.inputs.items()):
         if name.startswith("rl_"):
-            metrics = read_json(path / "metrics.json")["metrics"]
+            metrics = read_metrics(path)
             runs.setdefault(metrics["arm"], []).append(metrics)
             histories.setdefault(metrics["arm"], []).append(read_json(path / "history.json"))
-    m = claims.decide(runs, read_json(ctx.inputs["sft"] / "metrics.json")["metrics"], ctx.params["arms"])
+    m = effects.decide(runs, read_metrics(ctx.inputs["sft"]), ctx.params["arms"])
     curve_figure(histories, "all_success_fraction", "fraction of all-success (degenerate) groups",
                  ctx.out / "degenerate_fraction.png")
     curve_figure(histories, "pg_norm", "policy-gradient norm (PPO-clip term)", ctx.out / "pg_norm.png")
     accuracy_figure(m, runs, ctx.out / "accuracy.png")
     entropy_figure(m["entropy_profile"], ctx.out / "step_entropy.png")
-    atomic_write_text(ctx.out / "tables.md", claims.report_tables(m, ctx.params["arms"]))
-    for name in ("degenerate_fraction.png", "pg_norm.png", "accuracy.png", "step_entropy.png", "tables.md"):
-        ctx.log_artifact(ctx.out / name)
+    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, ctx.params["arms"]))
     return m
 
 

@@ -21,7 +21,7 @@ from repro.core.seeding import seed_everything
 from repro.core.stage import StageContext, main
 from repro.models.causal_lm import load_checkpoint
 from repro.papers.echorl import method
-from repro.papers.echorl.task import Task
+from repro.papers.echorl._task import Task
 from repro.rl.grpo import group_advantages, group_stats, informative_groups, masked_mean, ppo_clip_loss
 from repro.rl.rollout import response_logprobs
 

@@ -11,7 +11,7 @@ from repro.core.io import atomic_write_json
 from repro.core.stage import StageContext, main
 from repro.models.causal_lm import build_causal_lm, count_parameters, save_checkpoint
 from repro.models.training import train_causal_lm
-from repro.papers.echorl.task import Task
+from repro.papers.echorl._task import Task
 
 
 def run(ctx: StageContext) -> dict:

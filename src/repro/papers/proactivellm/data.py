@@ -4,8 +4,8 @@ import statistics
 
 from repro.core.io import atomic_write_json
 from repro.core.stage import StageContext, main
-from repro.papers.proactivellm import synth
-from repro.papers.proactivellm.task import save_vocab
+from repro.papers.proactivellm import _synth as synth
+from repro.papers.proactivellm._task import save_vocab
 
 SPLITS = ("train", "validation", "test")
 

@@ -21,7 +21,7 @@ from repro.models.causal_lm import device, load_checkpoint
 from repro.papers.proactivellm.method import (attention_score, entropy_score, learned_score, lm_forward,
                                               load_head, maxprob_score, oracle_policy, read_all_policy,
                                               threshold_policy, waitk_policy)
-from repro.papers.proactivellm.task import Task, batch
+from repro.papers.proactivellm._task import Task, batch
 from repro.streaming.latency import al, laal
 from repro.streaming.loop import stream
 

@@ -106,7 +106,7 @@ class Objective(nn.Module):
 def training_batch(examples, arm: dict, tok, rng: random.Random, eos_full_source: bool,
                    target_offset: int = 0) -> dict:
     """Tensors of one training step for `arm` (visibility drawn per example)."""
-    from repro.papers.proactivellm.task import batch
+    from repro.papers.proactivellm._task import batch
 
     ks = arm.get("k", [1, 1])
     vis = [schedule(arm["kind"], len(e.units), e.rows, rng, rng.randint(*ks), eos_full_source) for e in examples]

@@ -5,8 +5,8 @@ import torch
 
 from repro.core.stage import StageContext, main
 from repro.models.causal_lm import build_causal_lm
-from repro.papers.proactivellm.task import Task
-from repro.papers.proactivellm.train import fit
+from repro.papers.proactivellm._task import Task
+from repro.papers.proactivellm._fit import fit
 
 
 def run(ctx: StageContext) -> dict:

@@ -1,17 +1,9 @@
 """Stage 6: Pareto frontier, bound efficiency and GEMM taxonomy across all families; figures."""
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from repro.core.io import atomic_write_text, read_json  # noqa: E402
-from repro.core.stage import StageContext, main  # noqa: E402
-from repro.papers.pruninginfersim import claims  # noqa: E402
-from repro.papers.pruninginfersim.method import FAMILIES  # noqa: E402
-
-
-def metrics_of(path) -> dict:
-    return read_json(path / "metrics.json")["metrics"]
+from repro.core.io import atomic_write_text, read_metrics
+from repro.core.stage import StageContext, main
+from repro.papers.pruninginfersim import effects
+from repro.papers.pruninginfersim.method import FAMILIES
+from repro.report.figures import plt, save
 
 
 def frontier_figure(m: dict, bands, path) -> None:
@@ -29,9 +21,7 @@ def frontier_figure(m: dict, bands, path) -> None:
     ax.set_ylabel(f"prefill speedup ({m['p2']['setting']})")
     ax.set_xscale("symlog", linthresh=5)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def efficiency_figure(latency: dict, path) -> None:
@@ -48,21 +38,17 @@ def efficiency_figure(latency: dict, path) -> None:
         ax.set_title(f"{phase}: speedup / bound (mean over sparsities)")
     axes[0].set_ylabel("bound efficiency")
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def run(ctx: StageContext) -> dict:
     a = ctx.params["analysis"]
-    quality = {f: metrics_of(ctx.inputs[f"quality_{f}"]) for f in ctx.params["families"]}
-    latency = metrics_of(ctx.inputs["latency"])
-    m = claims.decide(quality, latency, a)
+    quality = {f: read_metrics(ctx.inputs[f"evaluate_{f}"]) for f in ctx.params["families"]}
+    latency = read_metrics(ctx.inputs["latency"])
+    m = effects.decide(quality, latency, a)
     frontier_figure(m, a["loss_bands"], ctx.out / "frontier.png")
     efficiency_figure(latency, ctx.out / "bound_efficiency.png")
-    atomic_write_text(ctx.out / "tables.md", claims.report_tables(m, latency))
-    for name in ("frontier.png", "bound_efficiency.png", "tables.md"):
-        ctx.log_artifact(ctx.out / name)
+    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, latency))
     return m
 
 

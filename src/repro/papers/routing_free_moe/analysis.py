@@ -1,14 +1,11 @@
 """Stage 5: claims R1-R4 decided from the evaluate and threshold metrics; tables and figures."""
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from repro.core.io import atomic_write_text, read_json  # noqa: E402
-from repro.core.stage import StageContext, main  # noqa: E402
-from repro.papers.routing_free_moe import claims  # noqa: E402
-from repro.papers.routing_free_moe.arms import mu_arms, run_key  # noqa: E402
+from repro.core.io import atomic_write_text, read_json, read_metrics
+from repro.core.stage import StageContext, main
+from repro.papers.routing_free_moe import effects
+from repro.papers.routing_free_moe._arms import mu_arms, run_key
+from repro.report.figures import plt, save
 
 
 def smooth(values: list[float], width: int) -> np.ndarray:
@@ -17,15 +14,10 @@ def smooth(values: list[float], width: int) -> np.ndarray:
     return np.convolve(v, np.ones(width) / width, mode="valid")
 
 
-def save(fig, path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
 
 def loss_figure(runs: dict, curves: dict, path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm, rs in claims.by_arm(runs).items():
+    for arm, rs in effects.by_arm(runs).items():
         vc = [curves[run_key(arm, r["seed"])]["val_curve"] for r in rs]
         steps = [s for s, _ in vc[0]]
         mean = np.mean([[v for _, v in c] for c in vc], axis=0)
@@ -93,21 +85,19 @@ def threshold_figure(r4: dict, sweep_runs: dict, path) -> None:
 
 
 def run(ctx: StageContext) -> dict:
-    runs = read_json(ctx.inputs["evaluate"] / "metrics.json")["metrics"]["runs"]
+    runs = read_metrics(ctx.inputs["evaluate"])["runs"]
     curves = read_json(ctx.inputs["evaluate"] / "curves.json")
     loads = read_json(ctx.inputs["evaluate"] / "expert_load.json")
-    sweep = read_json(ctx.inputs["threshold"] / "metrics.json")["metrics"]["runs"]
+    sweep = read_metrics(ctx.inputs["threshold"])["runs"]
     rf = ctx.params["arms"]["rf"]
     mus = mu_arms(ctx.params)
-    m = claims.decide(runs, sweep, mus, rf, ctx.params["analysis"]["r4_tolerance"])
+    m = effects.decide(runs, sweep, mus, rf, ctx.params["analysis"]["r4_tolerance"])
     loss_figure(runs, curves, ctx.out / "val_loss.png")
     control_figure(curves, mus, rf["density_target"], "rho", ctx.out / "density.png")
     control_figure(curves, mus, rf["density_target"], "lambda", ctx.out / "lambda.png", log=True)
     spread_figure(m["r3"]["mu"], loads, mus, ctx.out / "spread.png")
     threshold_figure(m["r4"], sweep, ctx.out / "threshold.png")
-    atomic_write_text(ctx.out / "tables.md", claims.report_tables(m, runs))
-    for name in ("val_loss.png", "density.png", "lambda.png", "spread.png", "threshold.png", "tables.md"):
-        ctx.log_artifact(ctx.out / name)
+    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, runs))
     return m
 
 

@@ -2,7 +2,7 @@
 active (density, expert-load and per-token-compute spread, dead experts); training curves collected."""
 import statistics
 
-from repro.core.io import atomic_write_json, read_json
+from repro.core.io import atomic_write_json, read_json, read_metrics
 from repro.core.stage import StageContext, main
 from repro.data.corpus import validation_windows
 from repro.models.causal_lm import device
@@ -20,7 +20,7 @@ def run(ctx: StageContext) -> dict:
         stats = routing_stats(model, batches)
         if "expert_load" in stats:
             loads[key] = stats.pop("expert_load")
-        train = read_json(path / "metrics.json")["metrics"]
+        train = read_metrics(path)
         runs[key] = {**{k: train.get(k) for k in ("arm", "kind", "seed", "mu", "rho_final", "lambda_final",
                                                     "params_non_embedding", "active_ffn_params_per_layer")},
                      **stats}

@@ -3,16 +3,14 @@
 Every arm sees the same batches in the same order for a given seed, and starts from the same
 attention/embedding weights (the backbone is built before the FFNs are swapped in).
 """
-import statistics
-
 import torch
 
 from repro.core.io import atomic_write_json, read_json
 from repro.core.stage import StageContext, main
 from repro.data.corpus import load_tokens, random_windows, validation_windows
 from repro.models.causal_lm import count_parameters, device
-from repro.models.training import mean_loss, train_causal_lm
-from repro.papers.routing_free_moe.arms import arm_spec
+from repro.models.training import mean_loss, tail_mean, train_causal_lm
+from repro.papers.routing_free_moe._arms import arm_spec
 from repro.papers.routing_free_moe.method import active_ffn_params, build_model, make_aux, save_model
 
 
@@ -52,8 +50,8 @@ def run(ctx: StageContext) -> dict:
                "train_loss_last": losses[-1] if losses else None,
                "val_loss_last": val_curve[-1][1] if val_curve else None}
     if history.get("rho"):
-        tail = max(1, len(history["rho"]) // 10)  # rho and lambda at the end: mean of the last 10% of steps
-        metrics.update(mu=arm["mu"], rho_final=statistics.mean(history["rho"][-tail:]),
+        # rho at the end: mean of the last 10% of steps
+        metrics.update(mu=arm["mu"], rho_final=tail_mean(history["rho"]),
                        lambda_final=history["lambda"][-1])
     return metrics
 

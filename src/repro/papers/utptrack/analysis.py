@@ -1,20 +1,12 @@
 """Stage 6: claims U1-U3 decided from every variant's tracking results and latency; tables, figures."""
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from repro.core.io import atomic_write_text, read_json, read_metrics
+from repro.core.stage import StageContext, main
+from repro.data.video import IOU_THRESHOLDS
+from repro.papers.utptrack import effects
+from repro.report.figures import plt, save
 
-from repro.core.io import atomic_write_text, read_json  # noqa: E402
-from repro.core.stage import StageContext, main  # noqa: E402
-from repro.data.video import IOU_THRESHOLDS  # noqa: E402
-from repro.papers.utptrack import claims  # noqa: E402
-
-
-def save(fig, path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def success_figure(evals: dict, path) -> None:
@@ -61,17 +53,15 @@ def finetune_figure(histories: dict, path) -> None:
 
 def run(ctx: StageContext) -> dict:
     names = list(ctx.params["variants"])
-    evals = {n: read_json(ctx.inputs[f"evaluate_{n}"] / "metrics.json")["metrics"] for n in names}
-    latency = read_json(ctx.inputs["latency"] / "metrics.json")["metrics"]["variants"]
+    evals = {n: read_metrics(ctx.inputs[f"evaluate_{n}"]) for n in names}
+    latency = read_metrics(ctx.inputs["latency"])["variants"]
     a = ctx.params["analysis"]
-    m = claims.decide(evals, latency, a["roles"], a["bootstrap"], ctx.seed)
+    m = effects.decide(evals, latency, a["roles"], a["bootstrap"], ctx.seed)
     histories = {n: read_json(ctx.inputs[f"finetune_{n}"] / "history.json") for n in names}
     success_figure(evals, ctx.out / "success.png")
     tradeoff_figure(m["variants"], ctx.out / "tradeoff.png")
     finetune_figure(histories, ctx.out / "finetune.png")
-    atomic_write_text(ctx.out / "tables.md", claims.report_tables(m, {n: evals[n]["keep"] for n in names}))
-    for name in ("success.png", "tradeoff.png", "finetune.png", "tables.md"):
-        ctx.log_artifact(ctx.out / name)
+    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, {n: evals[n]["keep"] for n in names}))
     return m
 
 

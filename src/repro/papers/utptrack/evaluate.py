@@ -13,10 +13,8 @@ from tqdm.auto import tqdm
 from repro.core.io import atomic_write_json
 from repro.core.stage import StageContext, main
 from repro.data.video import Videos, box_from_crop, box_to_crop, crop, crop_window, dataset_scores
-from repro.papers.utptrack.finetune import variant_pruning
-from repro.papers.utptrack.fit import inputs
-from repro.papers.utptrack.method import load_tracker, macs, token_trace, tokens_pruned
-from repro.papers.utptrack.train import load_split
+from repro.papers.utptrack._fit import inputs, load_split
+from repro.papers.utptrack.method import load_tracker, macs, token_trace, tokens_pruned, variant_pruning
 
 
 def clip_box(box: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:

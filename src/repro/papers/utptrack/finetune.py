@@ -5,13 +5,9 @@ import torch
 
 from repro.core.io import atomic_write_json
 from repro.core.stage import StageContext, main
-from repro.papers.utptrack.fit import fit
-from repro.papers.utptrack.method import load_tracker, resolve_variant, save_tracker, warmup_weight
-from repro.papers.utptrack.train import load_split, tail_mean
-
-
-def variant_pruning(model, variants: dict, name: str):
-    return resolve_variant(name, variants, len(model.vit.blocks), model.gx**2, model.gz**2)
+from repro.models.training import tail_mean
+from repro.papers.utptrack._fit import fit, load_split
+from repro.papers.utptrack.method import load_tracker, save_tracker, variant_pruning, warmup_weight
 
 
 def run(ctx: StageContext) -> dict:

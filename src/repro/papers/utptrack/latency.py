@@ -12,8 +12,7 @@ import torch
 
 from repro.core.stage import StageContext, main
 from repro.core.timing import measure
-from repro.papers.utptrack.finetune import variant_pruning
-from repro.papers.utptrack.method import build_tracker
+from repro.papers.utptrack.method import build_tracker, variant_pruning
 
 
 def random_inputs(model, batch: int, gen: torch.Generator) -> dict:

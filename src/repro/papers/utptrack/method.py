@@ -434,3 +434,7 @@ def resolve_variant(name: str, variants: dict, layers: int, nx: int, nz: int) ->
         keep = match_search_keep(target, tuple(v["ce"]["blocks"]), layers, nx, nz)
         return Pruning({"ce": tuple(v["ce"]["blocks"])}, {"ce": keep})
     return Pruning.from_variant(v)
+
+
+def variant_pruning(model: OneStreamTracker, variants: dict, name: str) -> Pruning:
+    return resolve_variant(name, variants, len(model.vit.blocks), model.gx**2, model.gz**2)

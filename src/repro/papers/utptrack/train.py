@@ -1,24 +1,11 @@
 """Stage 2: train the un-pruned one-stream tracker (from scratch, or from a pretrained HF ViT at `paper`)."""
-import statistics
-
 import torch
 
 from repro.core.io import atomic_write_json
 from repro.core.stage import StageContext, main
-from repro.data.video import Videos
-from repro.papers.utptrack.fit import fit
+from repro.models.training import tail_mean
+from repro.papers.utptrack._fit import fit, load_split
 from repro.papers.utptrack.method import build_tracker, save_tracker
-
-
-def load_split(data, name: str) -> Videos:
-    import datasets
-
-    return Videos(datasets.load_from_disk(str(data / "videos"))[name])
-
-
-def tail_mean(values: list[float]) -> float | None:
-    """Mean of the last 10% of per-step values (one step is too noisy to report)."""
-    return statistics.mean(values[-max(1, len(values) // 10):]) if values else None
 
 
 def run(ctx: StageContext) -> dict:

@@ -12,6 +12,12 @@ from repro.models.training import train_causal_lm
 from repro.papers.utptrack.method import OneStreamTracker, foreground_fraction, xywh_to_cxcywh
 
 
+def load_split(data, name: str) -> Videos:
+    import datasets
+
+    return Videos(datasets.load_from_disk(str(data / "videos"))[name])
+
+
 def to_images(crops: list[np.ndarray]) -> torch.Tensor:
     """[N, H, W, 3] in [0, 1] -> [N, 3, H, W] in [-1, 1] (the normalisation HF ViTs use)."""
     return (torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2) - 0.5) / 0.5

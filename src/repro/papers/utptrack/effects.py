@@ -7,7 +7,7 @@ which says how much of a difference one seed and this many sequences can resolve
 from __future__ import annotations
 
 import numpy as np
-from repro.report.claims import fmt_number
+from repro.report.verdicts import fmt_number
 
 SCORES = ("auc", "precision", "norm_precision")
 

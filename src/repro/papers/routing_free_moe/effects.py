@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 import statistics
 
-from repro.papers.routing_free_moe.arms import MAIN_ARMS
-from repro.report.claims import fmt_number
+from repro.papers.routing_free_moe._arms import MAIN_ARMS
+from repro.report.verdicts import fmt_number
 
 
 def spread(values: list[float]) -> dict:
