@@ -405,7 +405,7 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
         assert all(a["steps"] == 2 and a["val_nll_full_view"] > 0 for a in m["arms"].values())
         saved = json.loads((r / "train" / task / "v4" / "model" / "config.json").read_text())
         assert saved["model_type"] == "qwen2" and saved["dtype"] == "bfloat16"
-        assert (r / "train" / task / "v4" / "model" / method.HEAD_FILE).exists()
+        assert (r / "train" / task / "v4" / "head" / "model.safetensors").exists()
         ev = run_stage("proactivellm", evaluate, path, r / "evaluate" / task, ["tasks", "streaming", "evaluate"],
                        [("data", r / "data" / task), ("train", r / "train" / task)], [("task", task)])
         assert set(ev["arms"]) == set(arms) and "learned" in ev["arms"]["v4"]["auroc"]

@@ -21,7 +21,14 @@ def save(folder: Path | str, config: dict, state: dict) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / CONFIG, config)
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(folder / WEIGHTS))
+    tensors, seen = {}, set()
+    for key, value in state.items():
+        value = value.detach().contiguous().cpu()
+        if value.data_ptr() in seen:  # tied weights: safetensors stores each tensor on its own
+            value = value.clone()
+        seen.add(value.data_ptr())
+        tensors[key] = value
+    save_file(tensors, str(folder / WEIGHTS))
 
 
 def load(folder: Path | str, device: str = "cpu") -> tuple[dict, dict]:

@@ -40,7 +40,7 @@ def fit(ctx: StageContext, lm, arm: dict, t: dict, desc: str, out) -> dict:
         steps=t["steps"], lr=t["lr"], warmup=t["warmup"], weight_decay=t["weight_decay"], desc=desc)
     lm.eval()
     save_checkpoint(lm, out / "model")
-    save_head(objective, out / "model")
+    save_head(objective, out / "head")
     atomic_write_json(out / "loss_curve.json", losses)
     val = task.examples("validation")
     nll = {view: validation_nll(lm, val, tok, view, cfg["eos_full_source"], offset, ctx.seed, t["batch_size"])

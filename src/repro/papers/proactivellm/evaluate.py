@@ -148,9 +148,8 @@ def run(ctx: StageContext) -> dict:
     task = Task(ctx.inputs["data"], cfg["eos_full_source"])
     arms = {}
     for arm in tqdm(sorted(ev["policies"]), desc=f"evaluate {name}"):
-        folder = ctx.inputs["train"] / arm / "model"
-        lm = load_checkpoint(folder, attn_implementation="eager").to(device()).eval()
-        head = load_head(folder, lm.config.hidden_size)
+        lm = load_checkpoint(ctx.inputs["train"] / arm / "model", attn_implementation="eager").to(device()).eval()
+        head = load_head(ctx.inputs["train"] / arm / "head")
         head = head.to(lm.device) if head is not None else None
         arms[arm] = evaluate_arm(lm, head, task, cfg, ev, ev["policies"][arm], ctx.params["streaming"]["target_offset"])
     atomic_write_json(ctx.out / "curves.json", {a: r["points"] for a, r in arms.items()})

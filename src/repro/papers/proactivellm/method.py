@@ -25,10 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repro.models import checkpoint
 from repro.streaming.loop import Policy, StepState
-
-HEAD_FILE = "sufficiency_head.pt"
-
 
 # --- visibility schedules (in source units, one per target row) ---------------------------------
 
@@ -122,16 +120,17 @@ def training_batch(examples, arm: dict, tok, rng: random.Random, eos_full_source
 
 
 def save_head(objective: Objective, folder: Path) -> None:
+    """The V4 head (a linear probe on the final hidden state), when the arm has one."""
     if objective.head is not None:
-        torch.save(objective.head.state_dict(), Path(folder) / HEAD_FILE)
+        checkpoint.save(folder, {"in_features": objective.head.in_features}, objective.head.state_dict())
 
 
-def load_head(folder: Path, hidden_size: int) -> nn.Module | None:
-    path = Path(folder) / HEAD_FILE
-    if not path.exists():
+def load_head(folder: Path) -> nn.Module | None:
+    if not Path(folder).exists():
         return None
-    head = nn.Linear(hidden_size, 1)
-    head.load_state_dict(torch.load(path, weights_only=True))
+    cfg, state = checkpoint.load(folder)
+    head = nn.Linear(cfg["in_features"], 1)
+    head.load_state_dict(state)
     return head.eval()
 
 

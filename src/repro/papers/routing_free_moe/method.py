@@ -13,7 +13,6 @@ Read top to bottom:
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repro.models import checkpoint
 from repro.models.causal_lm import device
 
 
@@ -238,24 +238,17 @@ def _cv(v: torch.Tensor) -> float | None:
 
 
 def save_model(model, arm: dict, path: Path | str) -> None:
-    """config.json (the Llama backbone) + arm.json (the FFN) + model.safetensors."""
-    from safetensors.torch import save_model as save_tensors
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(str(path))
-    (path / "arm.json").write_text(json.dumps(arm, indent=2, sort_keys=True) + "\n")
-    save_tensors(model, str(path / "model.safetensors"))
+    """The Llama backbone's config with the arm (the FFN) under `arm`, and the weights."""
+    checkpoint.save(path, {**model.config.to_dict(), "arm": arm}, model.state_dict())
 
 
 def load_model(path: Path | str):
     """A saved arm, ready for evaluation on the jobs' device."""
     import transformers
-    from safetensors.torch import load_model as load_tensors
 
-    path = Path(path)
-    config = transformers.AutoConfig.from_pretrained(str(path))
-    arm = json.loads((path / "arm.json").read_text())
+    cfg, state = checkpoint.load(path)
+    arm = cfg.pop("arm")
+    config = transformers.AutoConfig.for_model(**cfg)
     model = swap_mlps(transformers.AutoModelForCausalLM.from_config(config, dtype=config.dtype), arm)
-    load_tensors(model, str(path / "model.safetensors"))
+    model.load_state_dict(state)
     return model.to(device()).eval(), arm

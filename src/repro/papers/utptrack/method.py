@@ -18,7 +18,6 @@ Gaussian around the target cell) + 5 x L1 + 2 x GIoU on the box read at the targ
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repro.models import checkpoint
 from repro.models.vit import ViT, build_vit, resize_grid
 
 MODULES = ("ce", "dte", "ste")  # the order they act in within one block
@@ -362,20 +362,14 @@ def build_tracker(model: dict, crops: dict, loss_weights: dict | None = None) ->
 
 
 def save_tracker(model: OneStreamTracker, folder: Path) -> None:
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(model.config(), indent=2))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    checkpoint.save(folder, model.config(), model.state_dict())
 
 
 def load_tracker(folder: Path) -> OneStreamTracker:
-    from safetensors.torch import load_file
-
-    cfg = json.loads((Path(folder) / "config.json").read_text())
+    cfg, state = checkpoint.load(folder)
     model = OneStreamTracker(ViT(**cfg["vit"]), cfg["search_size"], cfg["template_size"], cfg["head_channels"],
                              cfg["loss_weights"])
-    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
+    model.load_state_dict(state)
     return model.eval()
 
 
