@@ -14,6 +14,7 @@ from conftest import run_stage
 
 from repro.core import config as rc
 from repro.data import video
+from repro.models import centre_head
 from repro.papers.utptrack import effects, method
 from repro.papers.utptrack.method import Pruning, Tokens
 
@@ -197,7 +198,7 @@ def test_macs_and_tokens_pruned_of_the_mini_schedule():
 
 def test_loss_targets_and_decode():
     target = torch.tensor([[0.55, 0.30, 0.25, 0.20]])
-    heat = method.gaussian_heatmap(target, 8)
+    heat = centre_head.gaussian_heatmap(target, 8)
     assert heat[0, 2, 4] == 1.0 and heat.eq(1).sum() == 1  # cell (row 2, col 4) holds the centre
     size = torch.zeros(1, 2, 8, 8)
     offset = torch.zeros(1, 2, 8, 8)
@@ -205,9 +206,9 @@ def test_loss_targets_and_decode():
     offset[0, :, 2, 4] = torch.tensor([0.4, 0.4])
     score = torch.full((1, 8, 8), -5.0)
     score[0, 2, 4] = 5.0
-    box, conf = method.decode(score, size, offset, None)
+    box, conf = centre_head.decode(score, size, offset, None)
     assert torch.allclose(box, target) and conf.item() == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
-    g, iou = method.giou(method.cxcywh_to_xyxy(box), method.cxcywh_to_xyxy(target))
+    g, iou = centre_head.giou(centre_head.cxcywh_to_xyxy(box), centre_head.cxcywh_to_xyxy(target))
     assert g.item() == pytest.approx(1.0) and iou.item() == pytest.approx(1.0)
     fg = method.foreground_fraction(torch.tensor([[4.0, 0.0, 8.0, 12.0]]), 16, 8)  # 2 x 2 patches
     assert fg[0].tolist() == pytest.approx([0.5, 0.5, 0.25, 0.25])

@@ -9,7 +9,8 @@ import torch
 
 from repro.data.video import Videos, training_sample
 from repro.models.training import train_causal_lm
-from repro.papers.utptrack.method import OneStreamTracker, foreground_fraction, xywh_to_cxcywh
+from repro.models.centre_head import xywh_to_cxcywh
+from repro.papers.utptrack.method import OneStreamTracker, foreground_fraction
 
 
 def load_split(data, name: str) -> Videos:
