@@ -69,13 +69,15 @@ def named_inputs(wildcards, input):
     return " ".join(f"--input {k}={v}" for k, v in input.items() if k != "code")
 
 
-def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, mem_mb=2000,
+def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, mem_mb=2000, gpu=False,
           timing=False, summary=False, snapshot=False):
     """Rule `<paper>_<name>`: runs `python -m repro.papers.<paper>.<name>` into
     results/<profile>/<paper>/<name>[/<wildcard>...], one job per entry of `each` (dicts of wildcard
     values; `seed` becomes `seed<N>`). `reads`: the params sections the job reads. `narrow`: for a
     section of which a job depends on one part only, {section: wildcards -> that part}, so editing
-    another part re-runs nothing here. `timing` jobs take every core (clusters: set-threads).
+    another part re-runs nothing here. `gpu`: the job computes on the device when there is one
+    (one GPU; the gpu and slurm profiles schedule by it). `timing` jobs ask for every core of the
+    machine, capped by --cores (clusters: set-threads).
     `summary` marks the stage whose metrics and figures the report reads; `snapshot` puts its
     outputs under DVC. Returns the output pattern, for the next stages' inputs."""
     each = each or [{}]
@@ -112,9 +114,10 @@ def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, 
             os.path.join("logs", PROFILE, paper, name, *parts) + ".log",
         conda:
             CONDA_ENV
-        threads: workflow.cores if timing else threads
+        threads: (os.cpu_count() or 1) if timing else threads
         resources:
             mem_mb=mem_mb,
+            gpu=int(gpu),
         shell:
             f"{PYTHON} -m repro.papers.{paper}.{name} --paper {paper} --stage {name} --profile {PROFILE} "
             f"--sections {','.join(reads)} --seed {SEED} --threads {{threads}} --out {{output}} "

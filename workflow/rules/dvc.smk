@@ -13,5 +13,7 @@ rule snapshot:
     conda:
         CONDA_ENV
     threads: 1
+    resources:
+        mem_mb=1000,
     shell:
         f"{PYTHON} -m repro.core.snapshot --out {{output}} {{input}} > {{log}} 2>&1"

@@ -7,10 +7,10 @@ RL_RUNS = [{"arm": a, "seed": s} for a, spec in ARMS.items()
 
 data = stage("echorl", "data", reads=["data"], mem_mb=1000)
 sft = stage("echorl", "sft", input={"data": data}, reads=["policy", "sft", "evaluate"],
-            threads=config["threads"], snapshot=True)
+            threads=config["threads"], gpu=True, snapshot=True)
 # only this arm's entry (less its seed list): editing another arm re-runs nothing here
 stage("echorl", "rl", input={"data": data, "sft": sft}, each=RL_RUNS,
       reads=["rollout", "rl", "evaluate", "arms"],
-      narrow={"arms": lambda wc: {k: v for k, v in ARMS[wc.arm].items() if k != "seeds"}}, mem_mb=1500)
+      narrow={"arms": lambda wc: {k: v for k, v in ARMS[wc.arm].items() if k != "seeds"}}, mem_mb=1500, gpu=True)
 stage("echorl", "analysis", input={"sft": sft, **outputs("echorl", "rl")}, reads=["arms"], mem_mb=1000,
       summary=True, snapshot=True)

@@ -6,11 +6,12 @@ TASKS = [{"task": t} for t in sorted(PARAMS["proactivellm"][PROFILE]["tasks"])]
 
 data = stage("proactivellm", "data", each=TASKS, reads=["data"])
 pretrain = stage("proactivellm", "pretrain", input={"data": data}, each=TASKS,
-                 reads=["tasks", "model", "streaming", "pretrain"], mem_mb=3000)
+                 reads=["tasks", "model", "streaming", "pretrain"], mem_mb=3000, gpu=True)
 # tiny matrices: the two tasks' 1-thread jobs side by side beat one 2-thread job
 train = stage("proactivellm", "train", input={"data": data, "backbone": pretrain}, each=TASKS,
-              reads=["tasks", "model", "streaming", "arms", "train"], mem_mb=3000, snapshot=True)
+              reads=["tasks", "model", "streaming", "arms", "train"], mem_mb=3000, gpu=True,
+              snapshot=True)
 stage("proactivellm", "evaluate", input={"data": data, "train": train}, each=TASKS,
-      reads=["tasks", "streaming", "evaluate"], mem_mb=3000, snapshot=True)
+      reads=["tasks", "streaming", "evaluate"], mem_mb=3000, gpu=True, snapshot=True)
 stage("proactivellm", "analysis", input=outputs("proactivellm", "evaluate"), reads=["analysis"],
       summary=True, snapshot=True)

@@ -19,6 +19,8 @@ rule paper_report:
     conda:
         CONDA_ENV
     threads: 1
+    resources:
+        mem_mb=1000,
     shell:
         f"{PYTHON} -m repro.report.render paper --paper {{wildcards.paper}} "
         f"--profile {PROFILE} --summary {{input.summary}} {{params.stages}} --out {{output}} > {{log}} 2>&1"
@@ -38,6 +40,8 @@ rule index:
     conda:
         CONDA_ENV
     threads: 1
+    resources:
+        mem_mb=1000,
     shell:
         f"{PYTHON} -m repro.report.render index --profile {PROFILE} {{params.reports}} "
         f"--out reports/{PROFILE} > {{log}} 2>&1"

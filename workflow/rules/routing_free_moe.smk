@@ -7,12 +7,12 @@ RUN_KEY = lambda w: run_key(w["arm"], w["seed"])  # noqa: E731  (the stages' nam
 
 data = stage("routing_free_moe", "data", reads=["data"])
 stage("routing_free_moe", "train", input={"data": data}, each=RUNS, reads=["model", "arms", "train"],
-      mem_mb=3000, snapshot=True)  # small matrices: two 1-thread runs side by side beat one 2-thread run
+      mem_mb=3000, gpu=True, snapshot=True)  # small matrices: two 1-thread runs side by side beat one 2-thread run
 threshold = stage("routing_free_moe", "threshold",
                   input={"data": data, **outputs("routing_free_moe", "train", RUN_KEY, arm="rf")},
-                  reads=["threshold", "evaluate"])
+                  reads=["threshold", "evaluate"], gpu=True)
 evaluate = stage("routing_free_moe", "evaluate",
                  input={"data": data, **outputs("routing_free_moe", "train", RUN_KEY)}, reads=["evaluate"],
-                 snapshot=True)
+                 gpu=True, snapshot=True)
 stage("routing_free_moe", "analysis", input={"evaluate": evaluate, "threshold": threshold},
       reads=["arms", "mu_sweep", "analysis"], summary=True, snapshot=True)

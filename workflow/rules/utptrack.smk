@@ -14,15 +14,15 @@ def own_variant(wc):
 EACH_VARIANT = [{"variant": v} for v in VARIANTS]
 data = stage("utptrack", "data", reads=["data"], mem_mb=3000)
 train = stage("utptrack", "train", input={"data": data}, reads=["model", "crops", "loss", "train"],
-              mem_mb=3000, snapshot=True)  # small matrices: one thread each lets two jobs share the cores
+              mem_mb=3000, gpu=True, snapshot=True)  # small matrices: one thread each lets two jobs share the cores
 finetune = stage("utptrack", "finetune", input={"data": data, "model": train}, each=EACH_VARIANT,
                  reads=["crops", "variants", "finetune"], narrow={"variants": own_variant}, mem_mb=3000,
-                 snapshot=True)
+                 gpu=True, snapshot=True)
 stage("utptrack", "evaluate",
       input={"data": data, "model": finetune, "baseline": results("utptrack", "finetune", "baseline")},
       each=EACH_VARIANT, reads=["crops", "variants", "evaluate"], narrow={"variants": own_variant},
-      snapshot=True)
-stage("utptrack", "latency", reads=["model", "crops", "variants", "latency"], timing=True)
+      gpu=True, snapshot=True)
+stage("utptrack", "latency", reads=["model", "crops", "variants", "latency"], timing=True, gpu=True)
 stage("utptrack", "analysis",
       input={**outputs("utptrack", "evaluate"), **outputs("utptrack", "finetune"),
              **outputs("utptrack", "latency")},
