@@ -14,6 +14,9 @@ rule paper_report:
     params:
         claims=lambda wc: PARAMS[wc.paper]["claims"],
         stages=lambda wc, input: " ".join(f"--stage {s}" for s in input.stages),
+        # the paper's MLflow parent run gets the verdicts and the report
+        tracking=lambda wc: (f"--parent-hash {rc.parent_hash(PARAMS[wc.paper][PROFILE], SEED)}"
+                             if config["tracking"]["mlflow"] else ""),
     log:
         f"logs/{PROFILE}/{{paper}}/report.log",
     conda:
@@ -23,7 +26,8 @@ rule paper_report:
         mem_mb=1000,
     shell:
         f"{PYTHON} -m repro.report.render paper --paper {{wildcards.paper}} "
-        f"--profile {PROFILE} --summary {{input.summary}} {{params.stages}} --out {{output}} > {{log}} 2>&1"
+        f"--profile {PROFILE} --summary {{input.summary}} {{params.stages}} {{params.tracking}} --out {{output}} "
+        f"> {{log}} 2>&1"
 
 
 rule index:

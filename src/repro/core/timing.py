@@ -1,28 +1,78 @@
-"""CPU timing: fixed threads, warm-up calls, median of repeats (the first call is several x slower)."""
+"""Timing a variant against its baseline so that a ratio, not a load spike, is what gets measured.
+
+`interleaved` times the baseline next to every variant in adjacent pairs (the order within a pair
+alternates, so neither side always runs second), touches a buffer larger than the last-level cache
+before each call (no call inherits the previous one's warm cache; on a GPU the buffer lives there
+and clears L2), and synchronises the device around each call. A per-pair ratio cancels what drifts
+slowly (other processes, clock scaling); repro.report.intervals.speedup turns the pairs into a
+median ratio with a bootstrap interval over pairs. Every timing job also times the baseline against an identical copy of
+itself (`AA` = the A/A control): when that ratio's interval leaves [0.97, 1.03], the job's timing
+was unstable and its timing verdicts are inconclusive.
+
+torch.utils.benchmark's Timer measures one statement in blocks of repeats; alternating pairs and
+cache flushes between calls are what this harness adds, so it uses perf_counter directly.
+"""
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Callable
 
+AA = "A/A control"
+AA_BOUNDS = (0.97, 1.03)
 
-def measure(fn: Callable[[], object], warmup: int = 1, repeats: int = 5) -> dict:
-    """Run `fn` warmup times untimed, then `repeats` times; seconds as median/min/max.
 
-    On a GPU each call is bracketed by a device synchronisation, so the time is the kernels'.
-    """
+def _sync(device: str) -> Callable[[], None]:
     import torch
 
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def interleaved(baseline: Callable[[], object], variants: dict[str, Callable[[], object]], *, pairs: int,
+                warmup: int = 1, flush_mb: int = 64, device: str = "cpu") -> dict[str, dict]:
+    """For each variant, `pairs` (baseline seconds, variant seconds) measured side by side."""
+    import torch
+
+    if pairs < 2:
+        raise ValueError(f"pairs must be >= 2 for an interval, got {pairs}")
+    sync = _sync(device)
+    flush = torch.empty(flush_mb * 2**20 // 4, dtype=torch.float32, device=device)
+
+    def timed(fn) -> float:
+        flush.add_(1.0)  # a write pass over more than the last-level cache
         sync()
         start = time.perf_counter()
         fn()
         sync()
-        times.append(time.perf_counter() - start)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": repeats}
+        return time.perf_counter() - start
+
+    for fn in (baseline, *variants.values()):
+        for _ in range(warmup):  # first calls allocate and dispatch: several times slower
+            fn()
+    out = {name: {"baseline_s": [], "variant_s": []} for name in variants}
+    for i in range(pairs):
+        for name, fn in variants.items():
+            if i % 2 == 0:
+                b, v = timed(baseline), timed(fn)
+            else:
+                v, b = timed(fn), timed(baseline)
+            out[name]["baseline_s"].append(b)
+            out[name]["variant_s"].append(v)
+    return out
+
+
+def control(aa: dict) -> dict:
+    """The A/A speedup effect and whether its interval stayed within AA_BOUNDS (stable timing)."""
+    lo, hi = aa["ci"]
+    stable = lo is not None and AA_BOUNDS[0] <= lo and hi <= AA_BOUNDS[1]
+    return {**aa, "stable": stable}
+
+
+def mark_unstable(e: dict, ctrl: dict) -> dict:
+    """An effect measured in a job whose A/A control failed carries the reason (its verdict is
+    then inconclusive)."""
+    if ctrl["stable"]:
+        return e
+    lo, hi = ctrl["ci"]
+    why = ("no interval" if lo is None else f"A/A ratio {ctrl['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+           f" outside [{AA_BOUNDS[0]}, {AA_BOUNDS[1]}]")
+    return {**e, "unstable": why}

@@ -8,16 +8,25 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import shutil
+import time
 from pathlib import Path
 
 from repro.core.config import load_paper
 from repro.core.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
-from repro.report.verdicts import VERDICTS, evaluate_claims
+from repro.report.verdicts import VERDICTS, evaluate_claims, fmt_effect
 
 # design.md's wall-clock budgets for one paper's whole chain on 2 cores
-BUDGET_S = {"smoke": 60, "mini": 600}
+BUDGET_S = {"smoke": 60, "mini": 720}
 SMOKE_BANNER = ("> **Profile `smoke`**: every stage runs for seconds on toy sizes to test the workflow. "
                 "The numbers below are not meaningful and the verdicts say nothing about the paper.\n")
+HOW_TO_READ = (
+    "Each check compares an effect with the spec's threshold; the effect carries a 95% bootstrap interval "
+    "over what varies (seeds, timing pairs, test items; `by design` = fixed by configuration, measured "
+    "from the run). **reproduced**: the whole interval satisfies the check; **not reproduced**: the whole "
+    "interval violates it; **inconclusive**: the interval straddles the threshold (the reason says how "
+    "much narrower it would have to be), there is one sample only, or the timing job's A/A control was "
+    "unstable; **not checkable**: not measurable at this scale. The forest plot draws every check on its "
+    "own scale, threshold at 0 and the claim's side to the right.")
 
 
 def to_html(markdown_text: str, title: str) -> str:
@@ -30,11 +39,52 @@ def to_html(markdown_text: str, title: str) -> str:
             "img{max-width:100%}</style></head><body>" + body + "</body></html>\n")
 
 
-def _cell(text: str) -> str:
+def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def paper_report(paper: str, profile: str, summary: Path, stages: list[Path], out: Path) -> None:
+def claim_sections(verdicts: list[dict]) -> list[str]:
+    lines = ["## Claims", "", "| id | paper's claim | published | verdict |", "|---|---|---|---|"]
+    lines += [f"| {v['id']} | {_cell(v['statement'])} | {_cell(v['published'])} | **{v['verdict']}** |"
+              for v in verdicts]
+    lines.append("")
+    for v in verdicts:
+        lines += [f"### {v['id']}: {v['verdict']}", ""]
+        if v.get("deviation"):
+            lines += [f"Deviation from the spec: {v['deviation']}", ""]
+        lines += ["| check (spec) | effect (95% CI, n) | threshold | verdict | reason |", "|---|---|---|---|---|"]
+        for c in v["checks"]:
+            lines.append(f"| {_cell(c['says'])} | {_cell(fmt_effect(c['effect']))} | {c['op']} {c['threshold']} | "
+                         f"**{c['verdict']}** | {_cell(c['reason'])} |")
+        lines.append("")
+    return lines
+
+
+def jobs_section(stages: list[Path], root: Path, profile: str) -> list[str]:
+    lines = ["## Jobs and budget", "", "| job | wall (s) | start-up (s) | threads | params hash |",
+             "|---|---|---|---|---|"]
+    starts, ends = [], []
+    for stage in stages:
+        p = read_json(stage / "metrics.json")["provenance"]
+        end = dt.datetime.fromisoformat(p["finished_at"])
+        starts.append(end - dt.timedelta(seconds=p["wall_s"]))
+        ends.append(end)
+        startup = p.get("startup_s")
+        lines.append(f"| {stage.relative_to(root)} | {p['wall_s']:.1f} | "
+                     f"{'n/a' if startup is None else f'{startup:.1f}'} | {p['threads']} | {p['params_hash']} |")
+    span = (max(ends) - min(starts)).total_seconds()
+    budget = BUDGET_S.get(profile)
+    verdict = "" if budget is None else f" (budget {budget} s: {'within' if span <= budget else 'OVER'})"
+    return lines + ["", f"Chain wall-clock, first job start to last job end of the latest runs (job start-up "
+                    f"and Snakemake scheduling excluded): {span:.0f} s{verdict}. The budget is for this "
+                    "paper's chain run alone on 2 cores; when the whole DAG runs, other papers' jobs share "
+                    "the cores and stretch this span.", ""]
+
+
+def paper_report(paper: str, profile: str, summary: Path, stages: list[Path], out: Path,
+                 parent_hash: str | None = None) -> None:
+    from repro.report.figures import forest_rows, forest
+
     params = load_paper(paper)
     metrics_file = read_json(summary / "metrics.json")
     verdicts = evaluate_claims(params["claims"], metrics_file["metrics"])
@@ -44,57 +94,65 @@ def paper_report(paper: str, profile: str, summary: Path, stages: list[Path], ou
         lines += [SMOKE_BANNER]
     lines += [f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from commit `{prov['git_commit'][:10]}`"
               f"{' (dirty tree)' if prov['git_dirty'] else ''}, params hash `{prov['params_hash']}`, "
-              f"seed {prov['seed']}, device {prov['device']}.", "",
-              "## Claims", "", "| id | paper's claim | published | verdict | measured here |",
-              "|---|---|---|---|---|"]
-    for v in verdicts:
-        lines.append(f"| {v['id']} | {_cell(v['statement'])} | {_cell(v['published'])} | "
-                     f"**{v['verdict']}** | {_cell(v['reason'])} |")
-    lines.append("")
-    tables = summary / "tables.md"
-    if tables.exists():
-        lines += [tables.read_text(), ""]
+              f"seed {prov['seed']}, device {prov['device']}.", "", HOW_TO_READ, ""]
+    lines += claim_sections(verdicts)
     with atomic_dir(out) as scratch:
+        forest(forest_rows({paper: verdicts}), scratch / "forest.png", f"{paper} ({profile})")
+        lines += ["## Forest plot", "", "![forest](forest.png)", ""]
+        tables = summary / "tables.md"
+        if tables.exists():
+            lines += [tables.read_text(), ""]
         figures = sorted(summary.glob("*.png"))
         if figures:
             lines += ["## Figures", ""]
         for fig in figures:
             shutil.copy(fig, scratch / fig.name)
             lines += [f"![{fig.stem}]({fig.name})", ""]
-        lines += ["## Jobs and budget", "", "| job | wall (s) | threads | params hash |", "|---|---|---|---|"]
-        starts, ends = [], []
-        for stage in stages:
-            p = read_json(stage / "metrics.json")["provenance"]
-            end = dt.datetime.fromisoformat(p["finished_at"])
-            starts.append(end - dt.timedelta(seconds=p["wall_s"]))
-            ends.append(end)
-            lines.append(f"| {stage.relative_to(summary.parent)} | "
-                         f"{p['wall_s']:.1f} | {p['threads']} | {p['params_hash']} |")
-        span = (max(ends) - min(starts)).total_seconds()
-        budget = BUDGET_S.get(profile)
-        verdict = "" if budget is None else f" (budget {budget} s: {'within' if span <= budget else 'OVER'})"
-        lines += ["", f"Chain wall-clock, first job start to last job end of the latest runs (job start-up "
-                  f"and Snakemake scheduling excluded): {span:.0f} s{verdict}. The budget is for this "
-                  "paper's chain run alone on 2 cores; when the whole DAG runs, other papers' jobs share "
-                  "the cores and stretch this span.", ""]
+        lines += jobs_section(stages, summary.parent, profile)
         text = "\n".join(lines)
         atomic_write_text(scratch / "report.md", text)
         atomic_write_text(scratch / "report.html", to_html(text, f"{paper} ({profile})"))
         atomic_write_json(scratch / "verdicts.json", {"paper": paper, "profile": profile, "claims": verdicts})
+    if parent_hash:
+        track_report(paper, profile, parent_hash, verdicts, out)
+
+
+def track_report(paper: str, profile: str, parent_hash: str, verdicts: list[dict], out: Path) -> None:
+    """The parent MLflow run gets every check's effect, a verdict tag per claim and the report."""
+    from repro.core.tracking import enqueue_report
+
+    metrics, tags = {}, {}
+    for v in verdicts:
+        tags[f"verdict.{v['id']}"] = v["verdict"]
+        for i, c in enumerate(v["checks"]):
+            e = c["effect"]
+            key = f"{v['id']}.{i}.{c['metric']}"
+            if isinstance(e["value"], (int, float)) and not isinstance(e["value"], bool):
+                metrics[key] = {"value": e["value"], "ci_lo": e["ci"][0], "ci_hi": e["ci"][1]}
+    enqueue_report(paper=paper, profile=profile, parent_hash=parent_hash, metrics=metrics, tags=tags,
+                   artifacts=[out / n for n in ("report.md", "report.html", "forest.png", "verdicts.json")],
+                   end=time.time())
 
 
 def index(profile: str, reports: list[Path], out: Path) -> None:
+    from repro.report.figures import forest_rows, forest
+
     lines = [f"# Reproduction index (profile `{profile}`)", ""]
     if profile == "smoke":
         lines += [SMOKE_BANNER]
-    lines += ["| paper | " + " | ".join(VERDICTS) + " | claims |", "|---|" + "---|" * (len(VERDICTS) + 1)]
+    lines += [HOW_TO_READ, "", "| paper | " + " | ".join(VERDICTS) + " | claims |",
+              "|---|" + "---|" * (len(VERDICTS) + 1)]
+    by_paper = {}
     for rep in reports:
         v = read_json(rep / "verdicts.json")
+        by_paper[v["paper"]] = v["claims"]
         counts = [sum(c["verdict"] == verdict for c in v["claims"]) for verdict in VERDICTS]
         ids = ", ".join(f"{c['id']}: {c['verdict']}" for c in v["claims"])
         lines.append(f"| [{v['paper']}]({rep.name}/report.md) | " + " | ".join(map(str, counts)) + f" | {ids} |")
-    text = "\n".join(lines) + "\n"
+    lines += ["", "![every check of every paper](forest.png)", ""]
+    text = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
+    forest(forest_rows(by_paper), out / "forest.png", f"all papers ({profile})")
     atomic_write_text(out / "index.md", text)
     atomic_write_text(out / "index.html", to_html(text.replace(".md)", ".html)"), f"index ({profile})"))
 
@@ -108,13 +166,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--summary", required=True, type=Path)
     p.add_argument("--stage", action="append", default=[], type=Path)
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--parent-hash", help="the MLflow parent run that gets the verdicts (omit: no tracking)")
     i = sub.add_parser("index")
     i.add_argument("--profile", required=True)
     i.add_argument("--report", action="append", default=[], type=Path)
     i.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     if args.command == "paper":
-        paper_report(args.paper, args.profile, args.summary, args.stage, args.out)
+        paper_report(args.paper, args.profile, args.summary, args.stage, args.out, args.parent_hash)
     else:
         index(args.profile, args.report, args.out)
 

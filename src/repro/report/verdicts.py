@@ -1,29 +1,52 @@
-"""Deciding a claim: every check compares one measured metric with a fixed value."""
+"""Deciding a claim from intervals: every check compares one effect with a fixed threshold.
+
+A check in params is `{metric, op, value, says}`: `metric` is a dotted path into the analysis
+metrics naming an effect record (repro.report.intervals) or an exact outcome (a bool or a name,
+e.g. a measured GEMM taxonomy), `says` the spec's wording. Against an interval [lo, hi]:
+- reproduced: the whole interval satisfies `op value`;
+- not reproduced: the whole interval violates it;
+- inconclusive: it straddles the threshold (with how much narrower it would have to be), there is no
+  interval (one sample), or the timing job's A/A control says the timing was unstable;
+- not checkable: the analysis could not measure the effect at this scale (it says why).
+A claim is not reproduced when any check is, else inconclusive when any is, else not checkable when
+any is, else reproduced.
+"""
 from __future__ import annotations
 
 import operator
 
+from repro.report.intervals import is_effect
+
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
-NOT_CHECKABLE = "not checkable at this scale"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_CHECKABLE)
+INCONCLUSIVE = "inconclusive"
+NOT_CHECKABLE = "not checkable"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_CHECKABLE)
 
 OPS = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le,
        ">": operator.gt, "<": operator.lt}
+_MISSING = object()
+
+
+class ClaimError(ValueError):
+    """A check that cannot be read (a metric path the analysis does not write, a bare number)."""
 
 
 def lookup(metrics: dict, path: str):
-    """`a.b.c` in nested dicts; None when any part is missing."""
+    """`a.b.c` in nested dicts; raises ClaimError naming the first missing part."""
     node = metrics
-    for part in path.split("."):
+    for i, part in enumerate(path.split(".")):
         if not isinstance(node, dict) or part not in node:
-            return None
+            raise ClaimError(f"check metric {path!r}: the analysis metrics have no "
+                             f"{'.'.join(path.split('.')[:i + 1])!r}")
         node = node[part]
     return node
 
 
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "n/a" if v is None else str(v)
 
 
 def fmt_number(x, spec: str) -> str:
@@ -31,30 +54,76 @@ def fmt_number(x, spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def evaluate_claim(claim: dict, metrics: dict) -> dict:
-    measured, failed, missing = {}, [], []
-    for chk in claim["checks"]:
-        value = lookup(metrics, chk["metric"])
-        measured[chk["metric"]] = value
-        if value is None:
-            missing.append(chk["metric"])
-            continue
-        try:
-            ok = OPS[chk["op"]](value, chk["value"])
-        except TypeError:
-            ok = False
-        if not ok:
-            failed.append(f"{chk['metric']} = {_fmt(value)}, needs {chk['op']} {_fmt(chk['value'])}")
-    if missing:
-        verdict, reason = NOT_CHECKABLE, "not measured at this scale: " + ", ".join(missing)
-    elif failed:
-        verdict, reason = NOT_REPRODUCED, "; ".join(failed)
+def fmt_effect(e: dict) -> str:
+    lo, hi = e["ci"]
+    ci = "no interval" if lo is None else f"95% CI [{fmt(lo)}, {fmt(hi)}]"
+    return f"{fmt(e['value'])} ({ci}, n = {e['n']} {e['unit']})"
+
+
+def interval_verdict(lo: float, hi: float, op: str, t: float) -> str:
+    """Whole interval satisfies -> reproduced; whole interval violates -> not reproduced."""
+    sat, vio = {">": (lo > t, hi <= t), ">=": (lo >= t, hi < t), "<": (hi < t, lo >= t),
+                "<=": (hi <= t, lo > t), "==": (lo == hi == t, t < lo or t > hi),
+                "!=": (t < lo or t > hi, lo == hi == t)}[op]
+    return REPRODUCED if sat else NOT_REPRODUCED if vio else INCONCLUSIVE
+
+
+def narrower_by(e: dict, t: float) -> float | None:
+    """How many times narrower an interval of the same centre must be to decide the check: its
+    half-width over the distance from the estimate to the threshold (None: the estimate is on it)."""
+    lo, hi = e["ci"]
+    gap = abs(e["value"] - t)
+    return None if gap == 0 else (hi - lo) / 2 / gap
+
+
+def decide_check(check: dict, metrics: dict) -> dict:
+    raw = lookup(metrics, check["metric"])
+    op, t = check["op"], check["value"]
+    row = {"metric": check["metric"], "op": op, "threshold": t,
+           "says": check.get("says") or f"{check['metric']} {op} {fmt(t)}"}
+    if is_effect(raw):
+        e = raw
+    elif isinstance(raw, (bool, str)):  # an exact outcome (a measured shape, a name): no sampling
+        e = {"value": raw, "ci": [raw, raw], "n": 1, "unit": "exact"}
     else:
-        verdict = REPRODUCED
-        reason = "; ".join(f"{c['metric']} = {_fmt(measured[c['metric']])} {c['op']} {_fmt(c['value'])}"
-                           for c in claim["checks"])
+        raise ClaimError(f"check metric {check['metric']!r} is {raw!r}: the analysis must write an effect "
+                         "{value, ci, n, unit} (or an exact bool/name)")
+    row["effect"] = e
+    lo, hi = e["ci"]
+    if e["value"] is None:
+        return {**row, "verdict": NOT_CHECKABLE, "reason": e.get("reason") or "not measured at this scale"}
+    if lo is None:
+        return {**row, "verdict": INCONCLUSIVE, "reason": f"{fmt_effect(e)}: one sample, no interval"}
+    if e["unit"] == "exact" or isinstance(t, (bool, str)):
+        ok = OPS[op](e["value"], t)
+        return {**row, "verdict": REPRODUCED if ok else NOT_REPRODUCED,
+                "reason": f"{fmt(e['value'])} ({e['unit']}){'' if ok else ', needs ' + op + ' ' + fmt(t)}"}
+    verdict = interval_verdict(lo, hi, op, t)
+    reason = f"{fmt_effect(e)} vs {op} {fmt(t)}"
+    if e.get("unit") == "by design":
+        reason += f"; by design: {e.get('note', 'fixed by configuration')}"
+    if e.get("unstable"):
+        return {**row, "verdict": INCONCLUSIVE, "reason": f"{reason}; timing unstable: {e['unstable']}"}
+    if verdict == INCONCLUSIVE:
+        k = narrower_by(e, t)
+        row["narrower_by"] = k
+        reason += ("; the estimate sits on the threshold" if k is None else
+                   f"; the interval would have to be {k:.1f}x narrower (about {k * k:.0f}x the {e['unit']})")
+    return {**row, "verdict": verdict, "reason": reason}
+
+
+def combine(verdicts: list[str]) -> str:
+    for v in (NOT_REPRODUCED, INCONCLUSIVE, NOT_CHECKABLE):
+        if v in verdicts:
+            return v
+    return REPRODUCED
+
+
+def evaluate_claim(claim: dict, metrics: dict) -> dict:
+    checks = [decide_check(c, metrics) for c in claim["checks"]]
     return {"id": claim["id"], "statement": claim["statement"], "published": claim["published"],
-            "measured": measured, "verdict": verdict, "reason": reason}
+            "deviation": claim.get("deviation"), "checks": checks,
+            "verdict": combine([c["verdict"] for c in checks])}
 
 
 def evaluate_claims(claims: list[dict], metrics: dict) -> list[dict]:
