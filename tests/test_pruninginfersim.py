@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from repro.core import flops
+from repro.models.decoder import additive, attention
 from repro.papers.pruninginfersim import effects, method
 from repro.papers.pruninginfersim.method import PrunableLlama
 
@@ -117,13 +118,15 @@ def test_sparse24_mask_and_accounting(executor, calib):
     pruned, _ = method.prune_sparse24(executor, norms)
     for lin in (pruned.blocks[0].attn["q"], pruned.blocks[3].mlp["down"]):
         nz = (lin.weight.view(lin.weight.shape[0], -1, 4) != 0).sum(-1)
-        assert (nz <= 2).all() and lin.sparse24
+        assert (nz <= 2).all() and lin.declared_k == lin.weight.shape[1] // 2
     gd, gp = method.gemms_of(executor, IDS), method.gemms_of(pruned, IDS)
-    assert method.classify(method.shape_changes(gd, gp)) == ["K"]
+    changes = method.shape_changes(gd, gp)
+    # the CPU runs the dense GEMM: nothing shrinks as executed, K halves as declared (by design)
+    assert method.classify(changes) == [] and method.classify(changes, declared=True) == ["K"]
     q_d = next(g for g in gd if g.name == "L0.q")
     q_p = next(g for g in gp if g.name == "L0.q")
-    assert q_p.k == q_d.k // 2 and q_p.flops == q_d.flops / 2
-    assert q_p.bytes == q_d.bytes // 2 + q_d.bytes // 2 // 4 // 4  # half the values + 2-bit indices
+    assert q_p.k == q_d.k and q_p.flops == q_d.flops and q_p.bytes == q_d.bytes
+    assert q_p.declared == (q_d.m, q_d.n, q_d.k // 2) and q_d.declared_k is None
 
 
 def test_dynamic_depth_keeps_kv_for_skipped_tokens(executor, calib):
@@ -162,6 +165,21 @@ def test_dynamic_depth_skipped_token_passes_through(executor):
     assert torch.allclose(logits, ref, atol=1e-6)
 
 
+def test_dynamic_depth_executing_every_token_is_dense_with_positions_and_masks(executor):
+    routed = method.add_routers(executor, 16)
+    for b in routed.blocks:
+        b.router.prob = lambda h: torch.ones(h.shape[:2])
+    b, t = IDS.shape
+    valid = torch.ones(b, t, dtype=torch.bool)
+    valid[1, :5] = False  # left padding, hidden as keys; positions jump halfway
+    positions = (valid.long().cumsum(1) - 1).clamp(min=0) + (torch.arange(t) >= t // 2) * 3
+    visible = torch.ones(t, t, dtype=torch.bool).tril() & valid[:, None, :] | torch.eye(t, dtype=torch.bool)
+    mask = additive(visible)[:, None]
+    with torch.no_grad():
+        for kw in ({}, {"positions": positions, "mask": mask}):
+            assert (routed(IDS, **kw)[0] - executor(IDS, **kw)[0]).abs().max() < 1e-5
+
+
 def test_router_training_moves_execution_towards_capacity(executor, calib):
     routed = method.add_routers(executor, 16)
     hist = method.train_routers(routed, lambda step: calib[step % 2], s=0.5, steps=25, lr=0.05, penalty=50.0)
@@ -188,13 +206,13 @@ def test_block_sparse_attention_full_keep_is_dense_and_sparse_drops_work():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 4, 32, 8, generator=g) for _ in range(3))
     k2, v2 = k[:, :2], v[:, :2]  # GQA: 2 KV heads for 4 query heads
-    dense = method.dense_attention(q, k2, v2, causal=True)
+    dense = attention(q, k2, v2)
     full = method.block_sparse_attention(q, k2, v2, block=8, keep=1.0)
     assert (dense - full).abs().max() < 1e-5
     with flops.record_gemms() as log_sparse:
         method.block_sparse_attention(q, k2, v2, block=8, keep=0.5)
     with flops.record_gemms() as log_dense:
-        method.dense_attention(q, k2, v2, causal=True)
+        attention(q, k2, v2)
     assert flops.total_flops(log_sparse) < flops.total_flops(log_dense)
 
 
@@ -247,6 +265,19 @@ def test_pareto_frontier_and_order():
     assert seq == effects.PAPER_ORDER
     bands = effects.band_winners(front, [[0, 0.04], [0.05, 0.16], [0.17, 0.26], [0.5, 0.6]])
     assert [b["family"] for b in bands] == ["static_depth", "dynamic_depth", "static_width", None]
+
+
+def test_taxonomy_falls_back_to_declared_dims_only_for_by_design_families():
+    def lat(measured, declared):
+        return {"measured_dims": measured, "declared_dims": declared}
+
+    p3 = effects.taxonomy_check({"families": {"sparse24": lat([], ["K"]), "lowrank": lat(["K"], ["K"])}})
+    assert p3["taxonomy_matches"] and p3["basis"] == {"sparse24": "declared", "lowrank": "executed"}
+    # a family that is not by design may not lean on a declared shape
+    p3 = effects.taxonomy_check({"families": {"lowrank": lat([], ["K"])}})
+    assert not p3["taxonomy_matches"] and p3["basis"] == {"lowrank": None}
+    p3 = effects.taxonomy_check({"families": {"sparse24": lat([], [])}})
+    assert not p3["taxonomy_matches"]
 
 
 def test_frontier_order_fails_when_width_comes_first():

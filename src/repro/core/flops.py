@@ -19,10 +19,18 @@ class Gemm:
     count: int = 1  # identical products run in a batch (heads, batch rows)
     density: float = 1.0  # fraction of the M x N output actually computed (causal attention)
     bytes: int = 0  # bytes of the stationary operand read: weights, or the KV cache for attention
+    # K the GEMM is meant to run with on a kernel that was not used (2:4 sparsity: K / 2); None = k
+    declared_k: int | None = None
 
     @property
     def flops(self) -> float:
+        """FLOPs executed (with the executed K)."""
         return 2.0 * self.m * self.n * self.k * self.count * self.density
+
+    @property
+    def declared(self) -> tuple[int, int, int]:
+        """(M, N, K) as declared: the executed shape but for a declared K."""
+        return self.m, self.n, self.k if self.declared_k is None else self.declared_k
 
 
 _active: list[list[Gemm]] = []
@@ -43,9 +51,10 @@ def recording() -> bool:
 
 
 def record(name: str, m: int, n: int, k: int, count: int = 1, density: float = 1.0,
-           nbytes: int = 0) -> None:
+           nbytes: int = 0, declared_k: int | None = None) -> None:
     if _active:
-        _active[-1].append(Gemm(name, int(m), int(n), int(k), int(count), float(density), int(nbytes)))
+        _active[-1].append(Gemm(name, int(m), int(n), int(k), int(count), float(density), int(nbytes),
+                                None if declared_k is None else int(declared_k)))
 
 
 def total_flops(gemms: list[Gemm]) -> float:

@@ -1,1 +1,2 @@
-"""Tiny model factories built from transformers configs, and safetensors checkpoints."""
+"""Tiny model factories built from transformers configs, the shared per-layer decoder, and
+safetensors checkpoints."""

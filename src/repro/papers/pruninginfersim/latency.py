@@ -65,7 +65,8 @@ def family_latency(base, family, dense, grid, calib, vocab, ctx) -> dict:
         out[str(s)] = entry
         # measured taxonomy from the prefill GEMMs (the last, largest sparsity wins)
         taxonomy = method.shape_changes(dense[key(*grid[0])]["gemms"], per_seed[0][key(*grid[0])]["gemms"])
-    return {"sparsities": out, "gemm_changes": taxonomy, "measured_dims": method.classify(taxonomy)}
+    return {"sparsities": out, "gemm_changes": taxonomy, "measured_dims": method.classify(taxonomy),
+            "declared_dims": method.classify(taxonomy, declared=True)}
 
 
 def run(ctx: StageContext) -> dict:

@@ -1,15 +1,16 @@
 """PruningInferSim: six LLM pruning families seen through the GEMMs they shrink.
 
-`PrunableLlama` executes a Llama-style transformers model with plain tensor ops. The dense model and
-every pruned variant run through this same code, so a measured speedup is the pruning and nothing
-else. Every matrix product reports its logical (M, N, K), FLOPs and bytes to `repro.core.flops`, which
-is how the bound 1 / (1 - f) and the M/N/K taxonomy are computed from what actually ran.
+`PrunableLlama` is the shared decoder (repro.models.decoder) with what the families add: low-rank
+projections, per-token routers and block-sparse attention. The dense model and every pruned variant
+run through this same code, so a measured speedup is the pruning and nothing else. Every matrix
+product reports its logical (M, N, K), FLOPs and bytes to `repro.core.flops`, which is how the bound
+1 / (1 - f) and the M/N/K taxonomy are computed from what actually ran.
 
 Families (s = fraction removed):
   static_depth   whole attention / FFN sublayers -> identity, chosen by block influence
   static_width   KV-head groups (with their query heads) and FFN channels: N, and K of the next GEMM
   lowrank        W (N x K) -> K -> r -> N by truncated SVD: K
-  sparse24       2 of every 4 weights along K (Wanda score): K
+  sparse24       2 of every 4 weights along K (Wanda score): K declared, full K executed on CPU
   dynamic_depth  a router per layer lets tokens skip q/o, attention output and the FFN: M
   attn_sparsity  block-sparse attention keeping the top blocks by pooled q.k: N/K of attention
 """
@@ -23,6 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from repro.core import flops
+from repro.models.decoder import ATTN_OPS, MLP_OPS, Block, Decoder, Linear, apply_rope, causal_mask
+from repro.papers.pruninginfersim._calibration import (block_influence, calibrate_router_thresholds,
+                                                       input_norms, train_routers)
 
 FAMILIES = ("static_depth", "static_width", "lowrank", "sparse24", "dynamic_depth", "attn_sparsity")
 # Families whose latency-run selection is seeded-random (the rest are determined by the weights/data),
@@ -37,36 +41,11 @@ TAXONOMY = {
     "dynamic_depth": ["M"],
     "attn_sparsity": ["K", "N"],
 }
-ATTN_OPS = ("q", "k", "v", "o")
-MLP_OPS = ("gate", "up", "down")
+# Families whose shape change is declared, not executed, here: why the kernels do not shrink it.
+BY_DESIGN = {"sparse24": "needs sparse kernels"}
 
 
-# --------------------------------------------------------------------------- building blocks
-class Linear(nn.Module):
-    """y = x W^T, reporting its GEMM. `k_eff` < K when 2:4 sparsity zeroes half of each row."""
-
-    def __init__(self, name: str, n: int, k: int, sparse24: bool = False, bias: bool = False):
-        super().__init__()
-        self.name = name
-        self.weight = nn.Parameter(torch.zeros(n, k))
-        self.bias = nn.Parameter(torch.zeros(n)) if bias else None
-        self.sparse24 = sparse24
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if flops.recording():
-            n, k = self.weight.shape
-            k_eff = k // 2 if self.sparse24 else k
-            elem = self.weight.element_size()
-            # 2:4 stores half the values plus 2 bits of position per kept value
-            nbytes = n * k_eff * elem + (n * k_eff // 4 if self.sparse24 else 0)
-            flops.record(self.name, x.numel() // k, n, k_eff, nbytes=nbytes)
-        return F.linear(x, self.weight, self.bias)
-
-    def structure(self) -> dict:
-        return {"kind": "dense", "n": self.weight.shape[0], "k": self.weight.shape[1],
-                "sparse24": self.sparse24}
-
-
+# --------------------------------------------------------------------------- what the families add
 class LowRank(nn.Module):
     """W ~ U V with V: K -> r and U: r -> N. The second GEMM keeps the op's name: its K is r."""
 
@@ -82,25 +61,6 @@ class LowRank(nn.Module):
     def structure(self) -> dict:
         return {"kind": "lowrank", "n": self.outer.weight.shape[0], "k": self.inner.weight.shape[1],
                 "rank": self.inner.weight.shape[0]}
-
-
-def make_linear(name: str, spec: dict) -> nn.Module:
-    if spec["kind"] == "lowrank":
-        return LowRank(name, spec["n"], spec["k"], spec["rank"])
-    return Linear(name, spec["n"], spec["k"], spec.get("sparse24", False))
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
 
 
 class Router(nn.Module):
@@ -121,29 +81,6 @@ class Router(nn.Module):
 
     def structure(self) -> dict:
         return {"hidden": self.fc1.weight.shape[0]}
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return x * cos + rotate_half(x) * sin
-
-
-# --------------------------------------------------------------------------- attention kernels
-def dense_attention(q, k, v, causal: bool, name: str = "attn") -> torch.Tensor:
-    """q [B,H,Tq,d], k/v [B,Hkv,Tk,d] (GQA). Causal prefill or a decode query over the whole cache."""
-    b, h, tq, d = q.shape
-    tk = k.shape[2]
-    if flops.recording():
-        density = (tk + 1) / (2 * tk) if causal and tq > 1 else 1.0
-        kv_bytes = k.numel() * k.element_size()
-        flops.record(f"{name}.qk", tq, tk, d, count=b * h, density=density, nbytes=kv_bytes)
-        flops.record(f"{name}.av", tq, d, tk, count=b * h, density=density, nbytes=kv_bytes)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal and tq > 1,
-                                          enable_gqa=k.shape[1] != h)
 
 
 def block_sparse_attention(q, k, v, block: int, keep: float, name: str = "attn") -> torch.Tensor:
@@ -195,8 +132,8 @@ def block_sparse_attention(q, k, v, block: int, keep: float, name: str = "attn")
     att = att.masked_fill(~allowed, float("-inf")).softmax(-1)
     out = (att @ vg).reshape(b, h, nqb * block, d)[:, :, :tq]
     if flops.recording():
-        # Same logical shape as dense_attention, with N (qk) / K (av) scaled by the kept share of
-        # the causally visible query-key pairs, so FLOPs and bytes compare like for like.
+        # Same logical shape as the dense attention, with N (qk) / K (av) scaled by the kept share
+        # of the causally visible query-key pairs, so FLOPs and bytes compare like for like.
         kept_pairs = float(allowed.reshape(b, h, nqb * block, -1)[:, :, :tq].sum()) / (b * h)
         visible_pairs = float(sum(past + i + 1 for i in range(tq)))
         share = kept_pairs / visible_pairs
@@ -209,265 +146,83 @@ def block_sparse_attention(q, k, v, block: int, keep: float, name: str = "attn")
 
 
 # --------------------------------------------------------------------------- the executor
-class Block(nn.Module):
-    """One decoder layer: attention and FFN sublayers, each removable, with optional router."""
+class PrunableBlock(Block):
+    """A decoder layer that may hold low-rank projections, a router, or block-sparse attention."""
 
     def __init__(self, idx: int, spec: dict, dim: int, eps: float):
-        super().__init__()
-        self.idx = idx
-        self.attn_spec = spec["attn"]
-        self.mlp_spec = spec["mlp"]
-        if spec["attn"] is not None:
-            a = spec["attn"]
-            self.heads, self.kv_heads, self.head_dim = a["heads"], a["kv_heads"], a["head_dim"]
-            self.attn_norm = RMSNorm(dim, eps)
-            self.attn = nn.ModuleDict({op: make_linear(f"L{idx}.{op}", a[op]) for op in ATTN_OPS})
-        if spec["mlp"] is not None:
-            self.mlp_norm = RMSNorm(dim, eps)
-            self.mlp = nn.ModuleDict({op: make_linear(f"L{idx}.{op}", spec["mlp"][op])
-                                      for op in MLP_OPS})
+        super().__init__(idx, spec, dim, eps)
         self.router = Router(f"L{idx}.router", dim, spec["router"]["hidden"]) if spec.get("router") else None
         self.sparsity = spec.get("attn_sparsity")
 
+    def linear(self, name: str, spec: dict) -> nn.Module:
+        if spec["kind"] == "lowrank":
+            return LowRank(name, spec["n"], spec["k"], spec["rank"])
+        return super().linear(name, spec)
+
+    def attend(self, q, k, v, mask):
+        if not self.sparsity:
+            return super().attend(q, k, v, mask)
+        if mask is not None:
+            raise ValueError("block-sparse attention is causal only (no explicit mask)")
+        return block_sparse_attention(q, k, v, self.sparsity["block"], self.sparsity["keep"], f"L{self.idx}.attn")
+
     def structure(self) -> dict:
-        attn = None
-        if self.attn_spec is not None:
-            attn = {"heads": self.heads, "kv_heads": self.kv_heads, "head_dim": self.head_dim,
-                    **{op: self.attn[op].structure() for op in ATTN_OPS}}
-        mlp = None if self.mlp_spec is None else {op: self.mlp[op].structure() for op in MLP_OPS}
-        return {"attn": attn, "mlp": mlp, "router": self.router.structure() if self.router else None,
+        return {**super().structure(), "router": self.router.structure() if self.router else None,
                 "attn_sparsity": self.sparsity}
 
-    # -- sublayers on a flat or batched token tensor
-    def _kv(self, x, cos, sin, past):
-        b, t, _ = x.shape
-        k = self.attn["k"](x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.attn["v"](x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        k = apply_rope(k, cos, sin)
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)
-            v = torch.cat([past[1], v], dim=2)
-        return k, v
+    def forward(self, h, rope, mask=None, past=None):
+        return super().forward(h, rope, mask, past) if self.router is None else self.routed(h, rope, mask, past)
 
-    def _attend(self, q, k, v, causal):
-        name = f"L{self.idx}.attn"
-        if self.sparsity:
-            return block_sparse_attention(q, k, v, self.sparsity["block"], self.sparsity["keep"], name)
-        return dense_attention(q, k, v, causal, name)
-
-    def _mlp(self, h):
-        x = self.mlp_norm(h)
-        return self.mlp["down"](F.silu(self.mlp["gate"](x)) * self.mlp["up"](x))
-
-    def _attention_all(self, h, cos, sin, past):
-        b, t, _ = h.shape
-        x = self.attn_norm(h)
-        k, v = self._kv(x, cos, sin, past)
-        q = self.attn["q"](x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        q = apply_rope(q, cos, sin)
-        out = self._attend(q, k, v, causal=past is None).transpose(1, 2).reshape(b, t, -1)
-        return self.attn["o"](out), (k, v)
-
-    def forward(self, h, cos, sin, past, trace=None):
-        if self.router is not None:
-            return self._routed(h, cos, sin, past)
-        cache = None
-        if self.attn_spec is not None:
-            delta, cache = self._attention_all(h, cos, sin, past)
-            h = self._add(h, delta, trace, "attn")
-        if self.mlp_spec is not None:
-            h = self._add(h, self._mlp(h), trace, "mlp")
-        return h, cache
-
-    def _add(self, h, delta, trace, kind):
-        out = h + delta
-        if trace is not None:  # block influence: 1 - cos(h_in, h_out), summed over tokens
-            cos_sim = F.cosine_similarity(h.float(), out.float(), dim=-1)
-            trace[(self.idx, kind)] = trace.get((self.idx, kind), 0.0) + float((1 - cos_sim).sum())
-        return out
-
-    def _routed(self, h, cos, sin, past):
+    def routed(self, h, rope, mask, past):
         """Dynamic depth. K/V come from every token; q, o, attention output and FFN only from the
         tokens the router executes. Training uses a straight-through gate over the dense update."""
         p = self.router.prob(h)  # [B,T]
+        a = self.attn
         if self.training:
             gate = (p > self.router.threshold).to(h.dtype)
             gate = gate + p - p.detach()
-            delta, cache = self._attention_all(h, cos, sin, past)
+            delta, cache = a(self.attn_norm(h), rope, mask, past, self.attend)
             h2 = h + gate[..., None] * delta
-            h2 = h + gate[..., None] * (delta + self._mlp(h2))
+            h2 = h + gate[..., None] * (delta + self.mlp(self.mlp_norm(h2)))
             self.exec_prob = p  # read by train_routers for the capacity penalty
             return h2, cache
-        b, t, dim = h.shape
+        b, t, _ = h.shape
         x = self.attn_norm(h)
-        k, v = self._kv(x, cos, sin, past)  # all tokens keep their K/V
+        k, v = a.keys_values(x, rope, past)  # all tokens keep their K/V
         execute = p > self.router.threshold
         self.last_exec = execute
         rows, cols = execute.nonzero(as_tuple=True)
         if rows.numel() == 0:
             return h, (k, v)
-        counts = execute.sum(1)
-        tq = int(counts.max())
+        tq = int(execute.sum(1).max())
         # pack executed tokens per row to the left: slot = rank of the token among its row's executed
         slot = torch.cumsum(execute.long(), dim=1)[rows, cols] - 1
-        xq = self.attn["q"](x[rows, cols])  # M = executed tokens only
-        qpad = torch.zeros(b, tq, self.heads, self.head_dim, dtype=h.dtype, device=h.device)
-        qpad[rows, slot] = xq.view(-1, self.heads, self.head_dim)
-        q_rel = torch.zeros(b, tq, dtype=torch.long, device=h.device)  # padded slots: position 0, output discarded
-        q_rel[rows, slot] = cols
-        q_pos = q_rel + (0 if past is None else past[0].shape[2])
-        qpad = apply_rope(qpad.transpose(1, 2), cos[0, 0][q_rel][:, None], sin[0, 0][q_rel][:, None])
+        q = torch.zeros(b, tq, a.heads, a.head_dim, dtype=h.dtype, device=h.device)
+        q[rows, slot] = a["q"](x[rows, cols]).view(-1, a.heads, a.head_dim)  # M = executed tokens only
+        q_idx = torch.zeros(b, tq, dtype=torch.long, device=h.device)  # padded slots: token 0, output discarded
+        q_idx[rows, slot] = cols
+        cos, sin = (c[:, 0].gather(1, q_idx[..., None].expand(-1, -1, c.shape[-1]))[:, None] for c in rope)
+        q = apply_rope(q.transpose(1, 2), cos, sin)
         tk = k.shape[2]
-        mask = torch.arange(tk, device=h.device).view(1, 1, tk) <= q_pos[:, :, None]  # [B,tq,tk], causal by position
-        rep = self.heads // self.kv_heads
-        if flops.recording():
-            density = float(mask.float().mean()) if tq > 1 else 1.0
-            kv_bytes = k.numel() * k.element_size()
-            name = f"L{self.idx}.attn"
-            flops.record(f"{name}.qk", tq, tk, self.head_dim, count=b * self.heads, density=density,
-                         nbytes=kv_bytes)
-            flops.record(f"{name}.av", tq, self.head_dim, tk, count=b * self.heads, density=density,
-                         nbytes=kv_bytes)
-        att = F.scaled_dot_product_attention(
-            qpad, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), attn_mask=mask[:, None])
-        att = att.transpose(1, 2)[rows, slot].reshape(-1, self.heads * self.head_dim)
-        hs = h[rows, cols] + self.attn["o"](att)
-        hs = hs + self._mlp(hs)
+        if mask is None:  # causal by position on the key axis (the cache comes first)
+            q_mask = causal_mask(q_idx + tk - t, tk, h.dtype)
+        else:
+            q_mask = mask.gather(2, q_idx[:, None, :, None].expand(-1, mask.shape[1], -1, tk))
+        att = self.attend(q, k, v, q_mask).transpose(1, 2)[rows, slot].reshape(-1, a.heads * a.head_dim)
+        hs = h[rows, cols] + a["o"](att)
+        hs = hs + self.mlp(self.mlp_norm(hs))
         out = h.clone()
         out[rows, cols] = hs
         return out, (k, v)
 
 
-class PrunableLlama(nn.Module):
-    """A Llama forward over plain tensors; `structure()` + state dict fully describe a pruned model."""
+class PrunableLlama(Decoder):
+    """The shared decoder with PrunableBlocks; `structure()` + state dict fully describe a pruned model."""
 
-    def __init__(self, structure: dict):
-        super().__init__()
-        self.config = structure["config"]
-        c = self.config
-        self.embed = nn.Embedding(c["vocab_size"], c["hidden_size"])
-        self.blocks = nn.ModuleList(Block(i, s, c["hidden_size"], c["rms_norm_eps"])
-                                    for i, s in enumerate(structure["blocks"]))
-        self.norm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
-        self.lm_head = Linear("lm_head", c["vocab_size"], c["hidden_size"])
-        self.register_buffer("inv_freq", torch.tensor(c["inv_freq"]), persistent=False)
-
-    @classmethod
-    def dense(cls, dims: dict, state: dict, inv_freq: torch.Tensor) -> "PrunableLlama":
-        """The unpruned model from Llama sizes and a state dict with transformers' parameter names."""
-        dim, heads, kv, hd = dims["hidden_size"], dims["num_attention_heads"], dims["num_key_value_heads"], dims["head_dim"]
-        dense = lambda n, k: {"kind": "dense", "n": n, "k": k, "sparse24": False}  # noqa: E731
-        inter = dims["intermediate_size"]
-        block = {"attn": {"heads": heads, "kv_heads": kv, "head_dim": hd, "q": dense(heads * hd, dim),
-                          "k": dense(kv * hd, dim), "v": dense(kv * hd, dim), "o": dense(dim, heads * hd)},
-                 "mlp": {"gate": dense(inter, dim), "up": dense(inter, dim), "down": dense(dim, inter)}}
-        structure = {"config": {"vocab_size": dims["vocab_size"], "hidden_size": dim,
-                                "rms_norm_eps": dims["rms_norm_eps"], "inv_freq": inv_freq.float().tolist()},
-                     "blocks": [copy.deepcopy(block) for _ in range(dims["num_hidden_layers"])]}
-        model = cls(structure)
-        ours = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
-                "lm_head.weight": "lm_head.weight"}
-        hf_names = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm",
-                    "attn.q": "self_attn.q_proj", "attn.k": "self_attn.k_proj", "attn.v": "self_attn.v_proj",
-                    "attn.o": "self_attn.o_proj", "mlp.gate": "mlp.gate_proj", "mlp.up": "mlp.up_proj",
-                    "mlp.down": "mlp.down_proj"}
-        for i in range(dims["num_hidden_layers"]):
-            for mine, theirs in hf_names.items():
-                ours[f"blocks.{i}.{mine}.weight"] = f"model.layers.{i}.{theirs}.weight"
-        if "lm_head.weight" not in state:  # tied embeddings
-            state = {**state, "lm_head.weight": state["model.embed_tokens.weight"]}
-        model.load_state_dict({mine: state[theirs].detach().clone() for mine, theirs in ours.items()})
-        return model.to(state["model.embed_tokens.weight"].dtype).eval()
-
-    @classmethod
-    def from_hf(cls, hf_model) -> "PrunableLlama":
-        cfg = hf_model.config
-        rotary = hf_model.model.rotary_emb
-        if float(rotary.attention_scaling) != 1.0:
-            raise ValueError("only unscaled RoPE is supported (attention_scaling == 1)")
-        dims = {k: getattr(cfg, k) for k in ("hidden_size", "num_attention_heads", "num_key_value_heads",
-                                             "intermediate_size", "num_hidden_layers", "vocab_size", "rms_norm_eps")}
-        dims["head_dim"] = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        return cls.dense(dims, hf_model.state_dict(), rotary.inv_freq)
-
-    @classmethod
-    def from_checkpoint(cls, folder) -> "PrunableLlama":
-        """A `save_pretrained` Llama folder. Default RoPE is read directly (importing transformers
-        costs seconds per job); other RoPE types (e.g. Llama-3's) go through transformers."""
-        import json
-        from pathlib import Path
-
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        cfg = json.loads((folder / "config.json").read_text())
-        rope = cfg.get("rope_parameters") or {"rope_type": "default", "rope_theta": cfg.get("rope_theta", 10000.0)}
-        files = sorted(folder.glob("*.safetensors"))
-        if rope.get("rope_type", "default") != "default" or len(files) != 1 or cfg.get("model_type") != "llama":
-            from repro.models.causal_lm import load_checkpoint
-
-            return cls.from_hf(load_checkpoint(folder))
-        hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-        inv_freq = 1.0 / rope["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float) / hd)
-        return cls.dense({**cfg, "head_dim": hd}, load_file(str(files[0])), inv_freq)
-
-    def structure(self) -> dict:
-        return {"config": self.config, "blocks": [b.structure() for b in self.blocks]}
-
-    def rope(self, positions: torch.Tensor, dtype):
-        freqs = positions[:, None].float() * self.inv_freq[None]
-        emb = torch.cat([freqs, freqs], dim=-1)
-        return emb.cos().to(dtype)[None, None], emb.sin().to(dtype)[None, None]
-
-    def forward(self, ids: torch.Tensor, past: list | None = None, trace: dict | None = None):
-        """Logits [B,T,V] and the new KV cache (per layer (k, v) or None for a removed sublayer)."""
-        offset = 0 if past is None else next((p[0].shape[2] for p in past if p is not None), 0)
-        h = self.embed(ids)
-        cos, sin = self.rope(torch.arange(offset, offset + ids.shape[1], device=ids.device), h.dtype)
-        if trace is not None:
-            trace["tokens"] = trace.get("tokens", 0) + ids.numel()
-        cache = []
-        for i, block in enumerate(self.blocks):
-            h, kv = block(h, cos, sin, None if past is None else past[i], trace)
-            cache.append(kv)
-        return self.lm_head(self.norm(h)), cache
-
-    def loss(self, ids: torch.Tensor) -> torch.Tensor:
-        logits, _ = self(ids)
-        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+    block_cls = PrunableBlock
 
 
-# --------------------------------------------------------------------------- calibration
-@torch.no_grad()
-def input_norms(model: PrunableLlama, batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Wanda statistics: ||X_j||_2 over calibration tokens for every linear's input column j."""
-    sums: dict[str, torch.Tensor] = {}
-    hooks = []
-    for module in model.modules():
-        if isinstance(module, Linear) and module.name != "lm_head":
-            def hook(mod, args):
-                x = args[0].reshape(-1, args[0].shape[-1]).float()
-                sums[mod.name] = sums.get(mod.name, 0) + x.pow(2).sum(0)
-            hooks.append(module.register_forward_pre_hook(hook))
-    try:
-        for batch in batches:
-            model(batch)
-    finally:
-        for h in hooks:
-            h.remove()
-    return {name: s.sqrt() for name, s in sums.items()}
-
-
-@torch.no_grad()
-def block_influence(model: PrunableLlama, batches: list[torch.Tensor]) -> dict[str, list[float]]:
-    """Mean 1 - cos(h_in, h_out) per sublayer: low = the sublayer barely changes the residual."""
-    trace: dict = {}
-    for batch in batches:
-        model(batch, trace=trace)
-    return {kind: [trace[(i, kind)] / trace["tokens"] for i in range(len(model.blocks))]
-            for kind in ("attn", "mlp")}
-
-
+# --------------------------------------------------------------------------- the six transforms
 def _scores(n: int, calibrated: torch.Tensor | None, gen: torch.Generator | None) -> torch.Tensor:
     """Importance scores, or seeded random ones (latency runs select at random, as the public code)."""
     if calibrated is not None:
@@ -475,7 +230,6 @@ def _scores(n: int, calibrated: torch.Tensor | None, gen: torch.Generator | None
     return torch.rand(n, generator=gen)
 
 
-# --------------------------------------------------------------------------- the six transforms
 def round_to_multiple(x: float, multiple: int) -> int:
     return int(multiple * round(x / multiple))
 
@@ -548,8 +302,9 @@ def prune_lowrank(model, s: float, rank_multiple: int = 8):
     """Every block linear W (N x K) becomes U (N x r) V (r x K) from a truncated SVD."""
     model = copy.deepcopy(model)
     structure = model.structure()
-    state = {k: v for k, v in model.state_dict().items()}
-    for i, block in enumerate(model.blocks):
+    state = dict(model.state_dict())
+    dtype = model.embed.weight.dtype
+    for i in range(len(model.blocks)):
         for group, ops in (("attn", ATTN_OPS), ("mlp", MLP_OPS)):
             if structure["blocks"][i][group] is None:
                 continue
@@ -559,8 +314,8 @@ def prune_lowrank(model, s: float, rank_multiple: int = 8):
                 r = lowrank_rank(n, k, s, rank_multiple)
                 u, sv, vh = torch.linalg.svd(w, full_matrices=False)
                 root = sv[:r].sqrt()
-                state[f"blocks.{i}.{group}.{op}.outer.weight"] = (u[:, :r] * root).to(block_dtype(model))
-                state[f"blocks.{i}.{group}.{op}.inner.weight"] = (root[:, None] * vh[:r]).to(block_dtype(model))
+                state[f"blocks.{i}.{group}.{op}.outer.weight"] = (u[:, :r] * root).to(dtype)
+                state[f"blocks.{i}.{group}.{op}.inner.weight"] = (root[:, None] * vh[:r]).to(dtype)
                 structure["blocks"][i][group][op] = {"kind": "lowrank", "n": n, "k": k, "rank": r}
     return rebuild(model, structure, state), None
 
@@ -575,7 +330,10 @@ def mask_24(scores: torch.Tensor) -> torch.Tensor:
 
 
 def prune_sparse24(model, norms: dict | None, gen=None):
-    """2:4 on every block linear by the Wanda score |W_ij| * ||X_j|| (random scores for latency)."""
+    """2:4 on every block linear by the Wanda score |W_ij| * ||X_j|| (random scores for latency).
+
+    The zeros are stored densely and the CPU runs the full-K GEMM; K / 2 is declared (by design:
+    it needs sparse kernels), so the accounting keeps what ran apart from what 2:4 promises."""
     model = copy.deepcopy(model)
     structure = model.structure()
     for i, block in enumerate(model.blocks):
@@ -587,7 +345,7 @@ def prune_sparse24(model, norms: dict | None, gen=None):
                 w = lin.weight.data
                 score = w.abs() * norms[lin.name][None] if norms else torch.rand(w.shape, generator=gen).to(w.device)
                 w.mul_(mask_24(score).to(w.dtype))
-                lin.sparse24 = True
+                lin.declared_k = w.shape[1] // 2
     return model, None
 
 
@@ -601,40 +359,6 @@ def add_routers(model, hidden: int):
     return rebuild(model, structure, model.state_dict(), new_routers=True)
 
 
-def train_routers(model, next_batch, *, s: float, steps: int, lr: float, penalty: float) -> list[dict]:
-    """Routers only (base frozen): LM loss + penalty * (mean execution - (1 - s))^2, STE gates."""
-    for name, p in model.named_parameters():
-        p.requires_grad = ".router." in name
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    model.train()
-    history = []
-    for step in range(steps):
-        batch = next_batch(step)
-        lm = model.loss(batch)
-        mean_exec = torch.stack([b.exec_prob for b in model.blocks]).mean()
-        loss = lm + penalty * (mean_exec - (1 - s)) ** 2
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history.append({"lm_loss": lm.item(), "mean_exec": mean_exec.item()})
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad = False
-    return history
-
-
-@torch.no_grad()
-def calibrate_router_thresholds(model, batches, s: float) -> None:
-    """Latency runs: untrained routers, so set each layer's threshold to execute a (1 - s) share."""
-    hidden = [model.embed(batch) for batch in batches]
-    for block in model.blocks:  # layer by layer: a layer's input depends on the thresholds before it
-        probs = torch.cat([block.router.prob(h).flatten() for h in hidden]).float()
-        block.router.threshold.fill_(float(torch.quantile(probs, s)))
-        for j, h in enumerate(hidden):
-            cos, sin = model.rope(torch.arange(h.shape[1], device=h.device), h.dtype)
-            hidden[j] = block(h, cos, sin, None)[0]
-
-
 def add_attn_sparsity(model, s: float, block: int):
     model = copy.deepcopy(model)
     for b in model.blocks:
@@ -642,13 +366,9 @@ def add_attn_sparsity(model, s: float, block: int):
     return model, None
 
 
-def block_dtype(model) -> torch.dtype:
-    return model.embed.weight.dtype
-
-
 def rebuild(model, structure: dict, state: dict | None = None, new_routers: bool = False):
     """A model of the new structure with the surviving weights (removed sublayers are dropped)."""
-    new = PrunableLlama(structure).to(block_dtype(model))
+    new = PrunableLlama(structure).to(model.embed.weight.dtype)
     state = state if state is not None else model.state_dict()
     keep = new.state_dict().keys()
     missing = [k for k in keep if k not in state and not (new_routers and ".router." in k)]
@@ -674,29 +394,27 @@ def removed_fraction(dense: list[flops.Gemm], pruned: list[flops.Gemm], by: str)
 
 
 def shape_changes(dense: list[flops.Gemm], pruned: list[flops.Gemm]) -> dict:
-    """Which of M/N/K shrank per op, which ops vanished and which were added: the measured taxonomy."""
-    def by_name(gemms):
-        out = {}
-        for g in gemms:
-            out.setdefault(g.name, g)
-        return out
+    """Which of M/N/K shrank per op, executed ("dims") and as declared ("declared_dims": 2:4's K),
+    which ops vanished and which were added: the measured taxonomy."""
+    d, p = ({g.name: g for g in reversed(gemms)} for gemms in (dense, pruned))  # first call of a name wins
 
-    d, p = by_name(dense), by_name(pruned)
-    dims = set()
-    for name in d.keys() & p.keys():
-        for dim in ("m", "n", "k"):
-            if getattr(p[name], dim) < getattr(d[name], dim):
-                dims.add(dim.upper())
-    removed = sorted(d.keys() - p.keys())
-    added = sorted(n for n in p.keys() - d.keys())
-    return {"dims": sorted(dims), "removed": removed, "added": added}
+    def shrunk(declared: bool) -> list[str]:
+        dims = set()
+        for name in d.keys() & p.keys():
+            new = p[name].declared if declared else (p[name].m, p[name].n, p[name].k)
+            dims |= {dim for dim, a, b in zip("MNK", new, (d[name].m, d[name].n, d[name].k)) if a < b}
+        return sorted(dims)
+
+    return {"dims": shrunk(False), "declared_dims": shrunk(True), "removed": sorted(d.keys() - p.keys()),
+            "added": sorted(p.keys() - d.keys())}
 
 
-def classify(changes: dict) -> list[str]:
-    """Measured family signature comparable with TAXONOMY."""
-    if changes["removed"] and not changes["dims"]:
+def classify(changes: dict, declared: bool = False) -> list[str]:
+    """Measured family signature comparable with TAXONOMY: of the executed shapes, or the declared."""
+    dims = changes["declared_dims" if declared else "dims"]
+    if changes["removed"] and not dims:
         return ["removed"]
-    return changes["dims"]
+    return dims
 
 
 # --------------------------------------------------------------------------- one entry point
@@ -737,22 +455,6 @@ def apply_family(model, family: str, s: float, *, calib: list[torch.Tensor], p: 
     raise ValueError(f"unknown pruning family {family!r}; expected one of {FAMILIES}")
 
 
-def save_pruned(model: PrunableLlama, folder) -> None:
-    from safetensors.torch import save_file
-
-    from repro.core.io import atomic_write_json
-
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "structure.json", model.structure())
-    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
-
-
-def load_pruned(folder, device: str = "cpu") -> PrunableLlama:
-    from safetensors.torch import load_file
-
-    from repro.core.io import read_json
-
-    state = load_file(str(folder / "model.safetensors"), device=device)
-    model = PrunableLlama(read_json(folder / "structure.json")).to(state["embed.weight"].dtype).to(device)
-    model.load_state_dict(state)
-    return model.eval()
+# A pruned model is saved as its structure (config.json) + weights (model.safetensors).
+save_pruned = PrunableLlama.save
+load_pruned = PrunableLlama.load
