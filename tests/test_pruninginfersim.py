@@ -57,10 +57,10 @@ def test_static_depth_removes_sublayers_by_block_influence(executor, calib):
     with torch.no_grad():
         assert (pruned(IDS)[0] - executor(IDS)[0]).abs().max() < 1e-5
     assert prefix_decode_gap(pruned, IDS) < 1e-5
-    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(pruned, IDS)
-    assert method.classify(method.shape_changes(gd, gp)) == ["removed"]
+    gd, gp = flops.gemms_of(executor, IDS), flops.gemms_of(pruned, IDS)
+    assert flops.classify(flops.shape_changes(gd, gp)) == ["removed"]
     assert {"L2.q", "L2.k", "L2.v", "L2.o", "L1.gate", "L1.up", "L1.down"} == set(
-        method.shape_changes(gd, gp)["removed"]) - {"L2.attn.qk", "L2.attn.av"}
+        flops.shape_changes(gd, gp)["removed"]) - {"L2.attn.qk", "L2.attn.av"}
 
 
 def test_static_width_removes_whole_kv_groups(executor, calib):
@@ -72,8 +72,8 @@ def test_static_width_removes_whole_kv_groups(executor, calib):
         assert a["q"]["n"] == 4 * 8 and a["k"]["n"] == a["v"]["n"] == 2 * 8 and a["o"]["k"] == 32
         assert b["mlp"]["gate"]["n"] == b["mlp"]["up"]["n"] == b["mlp"]["down"]["k"] == 48  # 96 - 48
     assert prefix_decode_gap(pruned, IDS) < 1e-5
-    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(pruned, IDS)
-    assert method.classify(method.shape_changes(gd, gp)) == ["K", "N"]
+    gd, gp = flops.gemms_of(executor, IDS), flops.gemms_of(pruned, IDS)
+    assert flops.classify(flops.shape_changes(gd, gp)) == ["K", "N"]
     linear = lambda gs: sum(g.flops for g in gs if ".attn." not in g.name)  # noqa: E731
     assert linear(gp) / linear(gd) == pytest.approx(0.5)
 
@@ -95,9 +95,9 @@ def test_lowrank_rank_formula_and_shapes(executor):
     pruned, _ = method.prune_lowrank(executor, 0.5, 8)
     q = pruned.blocks[0].attn["q"]
     assert isinstance(q, method.LowRank) and q.inner.weight.shape == (16, 64) and q.outer.weight.shape == (64, 16)
-    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(pruned, IDS)
-    ch = method.shape_changes(gd, gp)
-    assert method.classify(ch) == ["K"] and "L0.q.lr_in" in ch["added"]
+    gd, gp = flops.gemms_of(executor, IDS), flops.gemms_of(pruned, IDS)
+    ch = flops.shape_changes(gd, gp)
+    assert flops.classify(ch) == ["K"] and "L0.q.lr_in" in ch["added"]
 
 
 def test_lowrank_is_the_best_rank_r_approximation(executor):
@@ -119,10 +119,10 @@ def test_sparse24_mask_and_accounting(executor, calib):
     for lin in (pruned.blocks[0].attn["q"], pruned.blocks[3].mlp["down"]):
         nz = (lin.weight.view(lin.weight.shape[0], -1, 4) != 0).sum(-1)
         assert (nz <= 2).all() and lin.declared_k == lin.weight.shape[1] // 2
-    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(pruned, IDS)
-    changes = method.shape_changes(gd, gp)
+    gd, gp = flops.gemms_of(executor, IDS), flops.gemms_of(pruned, IDS)
+    changes = flops.shape_changes(gd, gp)
     # the CPU runs the dense GEMM: nothing shrinks as executed, K halves as declared (by design)
-    assert method.classify(changes) == [] and method.classify(changes, declared=True) == ["K"]
+    assert flops.classify(changes) == [] and flops.classify(changes, declared=True) == ["K"]
     q_d = next(g for g in gd if g.name == "L0.q")
     q_p = next(g for g in gp if g.name == "L0.q")
     assert q_p.k == q_d.k and q_p.flops == q_d.flops and q_p.bytes == q_d.bytes
@@ -146,11 +146,11 @@ def test_dynamic_depth_keeps_kv_for_skipped_tokens(executor, calib):
     assert cache[1][0].shape == dense_cache[1][0].shape
     assert torch.allclose(cache[1][0], dense_cache[1][0], atol=1e-5)
     assert layer.last_exec.tolist() == [[i % 2 == 0 for i in range(IDS.shape[1])]] * 2
-    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(routed, IDS)
+    gd, gp = flops.gemms_of(executor, IDS), flops.gemms_of(routed, IDS)
     q1 = next(g for g in gp if g.name == "L1.q")
     k1 = next(g for g in gp if g.name == "L1.k")
     assert q1.m == IDS.numel() // 2 and k1.m == IDS.numel()  # M shrinks for q, never for k/v
-    assert method.classify(method.shape_changes(gd, gp)) == ["M"]
+    assert flops.classify(flops.shape_changes(gd, gp)) == ["M"]
     layer.router.prob = orig_prob
 
 
@@ -198,7 +198,7 @@ def test_router_threshold_calibration_hits_the_capacity(executor, calib):
         routed(calib[0])
     rate = torch.stack([b.last_exec.float().mean() for b in routed.blocks]).mean()
     assert 0.4 <= rate <= 0.6
-    names = {g.name for g in method.gemms_of(routed, calib[0])}
+    names = {g.name for g in flops.gemms_of(routed, calib[0])}
     assert {"L0.router.fc1", "L0.router.fc2"} <= names  # the router's own cost is counted
 
 
@@ -218,9 +218,9 @@ def test_block_sparse_attention_full_keep_is_dense_and_sparse_drops_work():
 
 def test_attn_sparsity_taxonomy(executor):
     pruned, _ = method.add_attn_sparsity(executor, 0.5, 8)
-    gd, gp = method.gemms_of(executor, IDS), method.gemms_of(pruned, IDS)
-    assert method.classify(method.shape_changes(gd, gp)) == ["K", "N"]
-    assert 0 < method.removed_fraction(gd, gp, "flops") < 0.5  # attention is a small share here
+    gd, gp = flops.gemms_of(executor, IDS), flops.gemms_of(pruned, IDS)
+    assert flops.classify(flops.shape_changes(gd, gp)) == ["K", "N"]
+    assert 0 < flops.removed_fraction(gd, gp, "flops") < 0.5  # attention is a small share here
 
 
 @pytest.mark.parametrize("family", method.FAMILIES)
@@ -240,7 +240,7 @@ def test_decode_bytes_accounting_for_depth(executor):
         _, cd = executor(IDS)
         _, cp = pruned(IDS)
     nxt = IDS[:, :1]
-    f = method.removed_fraction(method.gemms_of(executor, nxt, cd), method.gemms_of(pruned, nxt, cp), "bytes")
+    f = flops.removed_fraction(flops.gemms_of(executor, nxt, cd), flops.gemms_of(pruned, nxt, cp), "bytes")
     attn_w = 64 * 64 * 2 + 64 * 32 * 2
     mlp_w = 3 * 64 * 96
     per_layer = (attn_w + mlp_w) * 4

@@ -70,3 +70,44 @@ def theoretical_bound(removed_fraction: float) -> float:
     if not 0.0 <= removed_fraction < 1.0:
         raise ValueError(f"removed fraction must be in [0, 1), got {removed_fraction}")
     return 1.0 / (1.0 - removed_fraction)
+
+
+# --------------------------------------------------------------------------- comparing two runs
+def gemms_of(model, ids: torch.Tensor, past=None) -> list[Gemm]:
+    """The non-embedding GEMMs of one forward call (the LM head is outside every pruning's reach)."""
+    import torch
+
+    with torch.no_grad(), record_gemms() as log:
+        model(ids, past)
+    return [g for g in log if g.name != "lm_head"]
+
+
+def removed_fraction(dense: list[Gemm], pruned: list[Gemm], by: str) -> float:
+    """f: the share of FLOPs (compute-bound) or bytes read (memory-bound) a variant removed."""
+    total = total_flops if by == "flops" else total_bytes
+    return max(0.0, 1.0 - total(pruned) / total(dense))
+
+
+def shape_changes(dense: list[Gemm], pruned: list[Gemm]) -> dict:
+    """Which of M/N/K shrank per op, executed ("dims") and as declared ("declared_dims": 2:4's K),
+    which ops vanished and which were added: the measured taxonomy."""
+    d, p = ({g.name: g for g in reversed(gemms)} for gemms in (dense, pruned))  # first call of a name wins
+
+    def shrunk(declared: bool) -> list[str]:
+        dims = set()
+        for name in d.keys() & p.keys():
+            new = p[name].declared if declared else (p[name].m, p[name].n, p[name].k)
+            dims |= {dim for dim, a, b in zip("MNK", new, (d[name].m, d[name].n, d[name].k)) if a < b}
+        return sorted(dims)
+
+    return {"dims": shrunk(False), "declared_dims": shrunk(True), "removed": sorted(d.keys() - p.keys()),
+            "added": sorted(p.keys() - d.keys())}
+
+
+def classify(changes: dict, declared: bool = False) -> list[str]:
+    """Which GEMM dimension a variant shrinks, from the executed shapes or the declared ones:
+    ["removed"] when whole GEMMs vanished and no shape shrank."""
+    dims = changes["declared_dims" if declared else "dims"]
+    if changes["removed"] and not dims:
+        return ["removed"]
+    return dims

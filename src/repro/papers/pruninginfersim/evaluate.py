@@ -1,6 +1,7 @@
 """Stage 4: held-out quality of each pruned model against the dense one (same executor)."""
 import torch
 
+from repro.core import flops
 from repro.core.stage import StageContext, main
 from repro.data.corpus import validation_windows
 from repro.models.training import mean_loss
@@ -17,7 +18,7 @@ def quality(model, batches) -> dict:
             model(batch)
             rates.append(torch.stack([b.last_exec.float().mean() for b in model.blocks]).mean())
         out["exec_rate"] = float(torch.stack(rates).mean())
-    out["gemm_flops"] = sum(g.flops for g in method.gemms_of(model, batches[0]))
+    out["gemm_flops"] = sum(g.flops for g in flops.gemms_of(model, batches[0]))
     return out
 
 

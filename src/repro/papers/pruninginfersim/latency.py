@@ -9,6 +9,7 @@ import statistics
 import torch
 from tqdm.auto import tqdm
 
+from repro.core import flops
 from repro.core.flops import theoretical_bound
 from repro.core.timing import measure
 from repro.models.causal_lm import build_causal_lm, device
@@ -31,11 +32,11 @@ def timed(model, phase: str, batch: int, seq: int, vocab: int, lat: dict, gen) -
     dev = model.embed.weight.device
     ids = torch.randint(0, vocab, (batch, seq), generator=gen).to(dev)
     if phase == "prefill":
-        call, gemms = (lambda: model(ids)), method.gemms_of(model, ids)
+        call, gemms = (lambda: model(ids)), flops.gemms_of(model, ids)
     else:
         _, cache = model(ids)
         nxt = torch.randint(0, vocab, (batch, 1), generator=gen).to(dev)
-        call, gemms = (lambda: model(nxt, cache)), method.gemms_of(model, nxt, cache)
+        call, gemms = (lambda: model(nxt, cache)), flops.gemms_of(model, nxt, cache)
     # the recorded call above was the first warm-up call
     t = measure(call, warmup=max(0, lat["warmup"] - 1), repeats=lat["repeats"])
     return {"seconds": t["median"], "gemms": gemms}
@@ -56,7 +57,7 @@ def family_latency(base, family, dense, grid, calib, vocab, ctx) -> dict:
         for st in grid:
             k = key(*st)
             by = "flops" if st[0] == "prefill" else "bytes"
-            f = statistics.median(method.removed_fraction(dense[k]["gemms"], r[k]["gemms"], by) for r in per_seed)
+            f = statistics.median(flops.removed_fraction(dense[k]["gemms"], r[k]["gemms"], by) for r in per_seed)
             seconds = statistics.median(r[k]["seconds"] for r in per_seed)
             speedup = dense[k]["seconds"] / seconds
             bound = theoretical_bound(min(f, 0.999))
@@ -64,9 +65,9 @@ def family_latency(base, family, dense, grid, calib, vocab, ctx) -> dict:
                         "bound_efficiency": speedup / bound}
         out[str(s)] = entry
         # measured taxonomy from the prefill GEMMs (the last, largest sparsity wins)
-        taxonomy = method.shape_changes(dense[key(*grid[0])]["gemms"], per_seed[0][key(*grid[0])]["gemms"])
-    return {"sparsities": out, "gemm_changes": taxonomy, "measured_dims": method.classify(taxonomy),
-            "declared_dims": method.classify(taxonomy, declared=True)}
+        taxonomy = flops.shape_changes(dense[key(*grid[0])]["gemms"], per_seed[0][key(*grid[0])]["gemms"])
+    return {"sparsities": out, "gemm_changes": taxonomy, "measured_dims": flops.classify(taxonomy),
+            "declared_dims": flops.classify(taxonomy, declared=True)}
 
 
 def run(ctx: StageContext) -> dict:

@@ -378,45 +378,6 @@ def rebuild(model, structure: dict, state: dict | None = None, new_routers: bool
     return new.eval()
 
 
-# --------------------------------------------------------------------------- accounting
-@torch.no_grad()
-def gemms_of(model, ids: torch.Tensor, past=None) -> list[flops.Gemm]:
-    """The non-embedding GEMMs of one forward call (the LM head is outside every family's reach)."""
-    with flops.record_gemms() as log:
-        model(ids, past)
-    return [g for g in log if g.name != "lm_head"]
-
-
-def removed_fraction(dense: list[flops.Gemm], pruned: list[flops.Gemm], by: str) -> float:
-    """f: the share of non-embedding FLOPs (prefill) or bytes read (decode) the pruning removed."""
-    total = flops.total_flops if by == "flops" else flops.total_bytes
-    return max(0.0, 1.0 - total(pruned) / total(dense))
-
-
-def shape_changes(dense: list[flops.Gemm], pruned: list[flops.Gemm]) -> dict:
-    """Which of M/N/K shrank per op, executed ("dims") and as declared ("declared_dims": 2:4's K),
-    which ops vanished and which were added: the measured taxonomy."""
-    d, p = ({g.name: g for g in reversed(gemms)} for gemms in (dense, pruned))  # first call of a name wins
-
-    def shrunk(declared: bool) -> list[str]:
-        dims = set()
-        for name in d.keys() & p.keys():
-            new = p[name].declared if declared else (p[name].m, p[name].n, p[name].k)
-            dims |= {dim for dim, a, b in zip("MNK", new, (d[name].m, d[name].n, d[name].k)) if a < b}
-        return sorted(dims)
-
-    return {"dims": shrunk(False), "declared_dims": shrunk(True), "removed": sorted(d.keys() - p.keys()),
-            "added": sorted(p.keys() - d.keys())}
-
-
-def classify(changes: dict, declared: bool = False) -> list[str]:
-    """Measured family signature comparable with TAXONOMY: of the executed shapes, or the declared."""
-    dims = changes["declared_dims" if declared else "dims"]
-    if changes["removed"] and not dims:
-        return ["removed"]
-    return dims
-
-
 # --------------------------------------------------------------------------- one entry point
 def sparsities_for(family: str, sweep: list[float]) -> list[float]:
     """2:4 removes exactly half of K whatever the sweep says."""
