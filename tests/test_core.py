@@ -172,12 +172,48 @@ def test_gemm_flops_and_recorder():
     assert not flops.recording()
 
 
-def test_timing_median():
-    from repro.core.timing import measure
+def test_timing_identical_callables_give_an_interval_holding_one():
+    import time
 
-    calls = []
-    t = measure(lambda: calls.append(1), warmup=2, repeats=3)
-    assert len(calls) == 5 and t["n"] == 3 and t["min"] <= t["median"] <= t["max"]
+    from repro.core.timing import AA, control, interleaved
+    from repro.report.intervals import speedup
+
+    work = lambda: time.sleep(0.004)  # noqa: E731  (sleeps: a duration the machine's load barely moves)
+    pairs = interleaved(work, {AA: work}, pairs=12, warmup=1, flush_mb=1)
+    assert len(pairs[AA]["baseline_s"]) == len(pairs[AA]["variant_s"]) == 12
+    aa = control(speedup(pairs[AA]))
+    assert aa["ci"][0] <= 1.0 <= aa["ci"][1] and aa["n"] == 12
+
+
+def test_timing_twice_the_work_is_a_ratio_near_two():
+    import time
+
+    from repro.core.timing import interleaved
+    from repro.report.intervals import speedup
+
+    double = lambda: time.sleep(0.008)  # noqa: E731
+    half = lambda: time.sleep(0.004)  # noqa: E731
+    sp = speedup(interleaved(double, {"half": half}, pairs=12, warmup=1, flush_mb=1)["half"])
+    assert 1.7 < sp["value"] < 2.3 and sp["ci"][0] > 1.5
+
+
+def test_timing_alternates_the_order_within_pairs():
+    from repro.core.timing import interleaved
+
+    order = []
+    interleaved(lambda: order.append("b"), {"v": lambda: order.append("v")}, pairs=4, warmup=0, flush_mb=1)
+    assert order == ["b", "v", "v", "b", "b", "v", "v", "b"]
+
+
+def test_unstable_control_marks_timing_effects():
+    from repro.core.timing import control, mark_unstable
+    from repro.report.intervals import effect
+
+    stable = control(effect(1.0, 0.98, 1.02, 50, "pairs"))
+    drifting = control(effect(1.05, 1.01, 1.09, 50, "pairs"))
+    e = effect(1.6, 1.5, 1.7, 50, "pairs")
+    assert stable["stable"] and mark_unstable(e, stable) == e
+    assert not drifting["stable"] and "outside [0.97, 1.03]" in mark_unstable(e, drifting)["unstable"]
 
 
 def test_code_deps_follow_imports_only():

@@ -1,13 +1,16 @@
 """PruningInferSim mechanism: executor equivalence, each family's shapes and accounting, claims."""
-import math
-
+import numpy as np
 import pytest
 import torch
 
 from repro.core import flops
+from repro.core.config import load_paper
+from repro.core.timing import control
 from repro.models.decoder import additive, attention
 from repro.papers.pruninginfersim import effects, method
 from repro.papers.pruninginfersim.method import PrunableLlama
+from repro.report import intervals as iv
+from repro.report.verdicts import evaluate_claims
 
 IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(3))
 P = {"width_channel_multiple": 8, "lowrank_rank_multiple": 8, "attn_block": 8,
@@ -261,23 +264,9 @@ def test_pareto_frontier_and_order():
     front = effects.pareto_frontier(pts)
     assert [(p["family"], p["quality_loss"]) for p in front] == [
         ("static_depth", 0.02), ("dynamic_depth", 0.10), ("static_width", 0.20)]
-    seq = effects.family_sequence(front)
-    assert seq == effects.PAPER_ORDER
+    assert effects.family_sequence(front) == effects.PAPER_ORDER
     bands = effects.band_winners(front, [[0, 0.04], [0.05, 0.16], [0.17, 0.26], [0.5, 0.6]])
-    assert [b["family"] for b in bands] == ["static_depth", "dynamic_depth", "static_width", None]
-
-
-def test_taxonomy_falls_back_to_declared_dims_only_for_by_design_families():
-    def lat(measured, declared):
-        return {"measured_dims": measured, "declared_dims": declared}
-
-    p3 = effects.taxonomy_check({"families": {"sparse24": lat([], ["K"]), "lowrank": lat(["K"], ["K"])}})
-    assert p3["taxonomy_matches"] and p3["basis"] == {"sparse24": "declared", "lowrank": "executed"}
-    # a family that is not by design may not lean on a declared shape
-    p3 = effects.taxonomy_check({"families": {"lowrank": lat([], ["K"])}})
-    assert not p3["taxonomy_matches"] and p3["basis"] == {"lowrank": None}
-    p3 = effects.taxonomy_check({"families": {"sparse24": lat([], [])}})
-    assert not p3["taxonomy_matches"]
+    assert bands == ["static_depth", "dynamic_depth", "static_width", None]
 
 
 def test_frontier_order_fails_when_width_comes_first():
@@ -285,10 +274,83 @@ def test_frontier_order_fails_when_width_comes_first():
     assert effects.family_sequence(front) == ["static_width", "static_depth"]
 
 
-def test_bound_efficiency_skips_variants_that_remove_nothing():
-    lat = {"families": {
-        "static_depth": {"sparsities": {"0.5": {"d": {"bound": 2.0, "bound_efficiency": 0.9}}}},
-        "attn_sparsity": {"sparsities": {"0.5": {"d": {"bound": 1.01, "bound_efficiency": 0.99}}}},
-    }}
-    eff = effects.bound_efficiencies(lat, "d", 1.1)
-    assert eff == {"static_depth": 0.9}
+def test_taxonomy_falls_back_to_declared_dims_only_for_by_design_families():
+    def lat(measured, declared):
+        return {"measured_dims": measured, "declared_dims": declared}
+
+    p3 = effects.taxonomy_check({"families": {"sparse24": lat([], ["K"]), "lowrank": lat(["K"], ["K"])}})
+    assert p3["taxonomy_matches"] and p3["basis"] == {"sparse24": "declared (by design)", "lowrank": "executed"}
+    # a family that is not by design may not lean on a declared shape
+    p3 = effects.taxonomy_check({"families": {"lowrank": lat([], ["K"])}})
+    assert not p3["taxonomy_matches"] and p3["basis"] == {"lowrank": None}
+    p3 = effects.taxonomy_check({"families": {"sparse24": lat([], [])}})
+    assert not p3["taxonomy_matches"]
+
+
+ANALYSIS = {"frontier": {"phase": "prefill", "batch": 8, "seq": 128}, "bound": {"phase": "decode", "batch": 1, "seq": 512},
+            "p1_min_bound": 1.1, "loss_bands": [[0.0, 0.04], [0.05, 0.16], [0.17, 0.26]]}
+BOUND, FRONT = "decode_b1_l512", "prefill_b8_l128"
+
+
+def constructed(spec: dict, aa: float = 1.0, noise: float = 0.01, seed: int = 0):
+    """(evals, latency, pairs) from {family: (decode bound, decode speedup, quality loss, prefill speedup)},
+    one sparsity each; noisy pairs and windows around those numbers."""
+    rng = np.random.default_rng(seed)
+    ratios = lambda x: list(x * (1 + noise * rng.standard_normal(40)))  # noqa: E731
+    dense = list(2.0 + 0.05 * rng.standard_normal(60))
+    latency = {"families": {}, "pairs": {"prefill": 40, "decode": 40},
+               "control": {k: control(iv.median_ratio(ratios(aa))) for k in (BOUND, FRONT)}}
+    pairs, evals = {BOUND: {}, FRONT: {}}, {}
+    for fam, (bound, dec, loss, pre) in spec.items():
+        pairs[BOUND][f"{fam}/s0.5/seed0"], pairs[FRONT][f"{fam}/s0.5/seed0"] = ratios(dec), ratios(pre)
+        latency["families"][fam] = {"sparsities": {"0.5": {BOUND: {"seed0": {"bound": bound}},
+                                                           FRONT: {"seed0": {"bound": 1.5}}}},
+                                    "measured_dims": method.TAXONOMY[fam], "declared_dims": method.TAXONOMY[fam]}
+        windows = [d * (1 + loss) * (1 + noise * rng.standard_normal()) for d in dense]
+        evals[fam] = {0: {"dense": {"window_losses": dense}, "sparsities": {"0.5": {"window_losses": windows}}}}
+    return evals, latency, pairs
+
+
+def verdicts_of(evals, latency, pairs) -> dict:
+    claims = load_paper("pruninginfersim")["claims"]
+    m = effects.decide(evals, latency, pairs, ANALYSIS)
+    m["p3"] = {"taxonomy_matches": True}
+    return {v["id"]: v["verdict"] for v in evaluate_claims(claims, m)}
+
+
+PAPER_LIKE = {"static_depth": (2.0, 1.9, 0.02, 1.3), "dynamic_depth": (1.6, 1.1, 0.10, 1.6),
+              "static_width": (2.0, 1.2, 0.20, 2.0), "lowrank": (1.5, 0.9, 0.30, 1.2)}
+
+
+def test_p1_p2_reproduced_on_a_clear_effect():
+    v = verdicts_of(*constructed(PAPER_LIKE))
+    assert v["P1"] == "reproduced" and v["P2"] == "reproduced"
+
+
+def test_p1_null_equal_efficiencies_are_not_a_lead():
+    same = {f: (2.0, 1.6, loss, sp) for f, (_, _, loss, sp) in PAPER_LIKE.items()}
+    assert verdicts_of(*constructed(same))["P1"] in ("inconclusive", "not reproduced")
+
+
+def test_p1_another_family_clearly_ahead_is_not_reproduced():
+    ahead = {**PAPER_LIKE, "static_width": (2.0, 2.0, 0.20, 2.0), "static_depth": (2.0, 1.5, 0.02, 1.3)}
+    assert verdicts_of(*constructed(ahead))["P1"] == "not reproduced"
+
+
+def test_p1_needs_a_ranked_static_depth_and_a_stable_timing_job():
+    v = verdicts_of(*constructed({**PAPER_LIKE, "static_depth": (1.05, 1.0, 0.02, 1.3)}))
+    assert v["P1"] == "not checkable"  # its bound is too small to rank
+    assert verdicts_of(*constructed(PAPER_LIKE, aa=1.10))["P1"] == "inconclusive"  # A/A control fails
+
+
+def test_p2_null_indistinguishable_families_do_not_reproduce_the_order():
+    flat = {f: (b, d, 0.10, 1.5) for f, (b, d, _, _) in PAPER_LIKE.items()}
+    assert verdicts_of(*constructed(flat, noise=0.05))["P2"] in ("inconclusive", "not reproduced")
+
+
+def test_p3_verdict_follows_the_measured_taxonomy():
+    claims = load_paper("pruninginfersim")["claims"]
+    m = effects.decide(*constructed(PAPER_LIKE), ANALYSIS)
+    for matches, verdict in ((True, "reproduced"), (False, "not reproduced")):
+        m["p3"] = {"taxonomy_matches": matches}
+        assert {v["id"]: v["verdict"] for v in evaluate_claims(claims, m)}["P3"] == verdict

@@ -116,7 +116,7 @@ def test_exact_outcomes_and_by_design_quantities():
 def test_unreadable_checks_are_errors_not_verdicts():
     with pytest.raises(vd.ClaimError, match="'a.c'"):
         vd.decide_check(check(metric="a.c"), {"a": {"b": iv.mean_ci([1, 2])}})
-    with pytest.raises(vd.ClaimError, match="bare"):
+    with pytest.raises(vd.ClaimError, match="must write an effect"):
         vd.decide_check(check(), {"m": 0.5})
 
 

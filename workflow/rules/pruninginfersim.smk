@@ -1,13 +1,16 @@
-# PruningInferSim: data -> train -> prune/{family} -> evaluate/{family}; latency (all families, random
-# init) -> analysis (frontier, bounds, taxonomy) -> report.
-FAMILIES = [{"family": f} for f in PARAMS["pruninginfersim"][PROFILE]["families"]]
+# PruningInferSim: data -> train -> prune/{family}/seed{seed} -> evaluate/{family}/seed{seed} (seeds vary
+# dynamic depth's router training; the other families run on seed 0); latency (every family against
+# dense in interleaved pairs, random init) -> analysis (frontier, bounds, taxonomy) -> report.
+SECTION = PARAMS["pruninginfersim"][PROFILE]
+PRUNE_RUNS = [{"family": f, "seed": s} for f in SECTION["families"]
+              for s in (SECTION["prune"]["router"]["seeds"] if f == "dynamic_depth" else [0])]
 
 data = stage("pruninginfersim", "data", reads=["data"])
 train = stage("pruninginfersim", "train", input={"data": data}, reads=["quality_model", "train", "evaluate"],
               threads=config["threads"], mem_mb=4000, gpu=True, snapshot=True)
-prune = stage("pruninginfersim", "prune", input={"data": data, "model": train}, each=FAMILIES,
+prune = stage("pruninginfersim", "prune", input={"data": data, "model": train}, each=PRUNE_RUNS,
               reads=["prune"], mem_mb=4000, gpu=True)
-stage("pruninginfersim", "evaluate", input={"data": data, "model": train, "pruned": prune}, each=FAMILIES,
+stage("pruninginfersim", "evaluate", input={"data": data, "model": train, "pruned": prune}, each=PRUNE_RUNS,
       reads=["prune", "evaluate"], mem_mb=4000, gpu=True)
 stage("pruninginfersim", "latency", reads=["families", "latency_model", "latency", "prune"], timing=True,
       mem_mb=8000, gpu=True)

@@ -39,7 +39,8 @@ def forest_rows(by_paper: dict[str, list[dict]]) -> list[dict]:
                     row.update(x=[p / scale for p in sorted(pts)], text=f"{e['value']:.3g} [{lo:.3g}, {hi:.3g}] {op} {t:g}")
                 else:  # exact outcomes and (in)equalities: a marker on the side the verdict gives
                     side = {"reproduced": 0.5, "not reproduced": -0.5}.get(c["verdict"], 0.0)
-                    row.update(x=[side, side, side], text=f"{e['value']} {op} {t}")
+                    share = f" (holds in {100 * e['support']:.0f}% of replicates)" if "support" in e else ""
+                    row.update(x=[side, side, side], text=f"{e['value']} {op} {t}{share}")
                 rows.append(row)
     return rows
 
@@ -51,7 +52,10 @@ def forest(rows: list[dict], path, title: str) -> None:
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
         lo, mid, hi = r["x"]
-        ax.plot([lo, hi], [y, y], color=COLOURS[r["verdict"]], lw=3, solid_capstyle="butt")
+        if lo == hi:  # an outcome without a numeric interval: a square in the verdict's colour
+            ax.plot([mid], [y], "s", color=COLOURS[r["verdict"]], ms=9)
+        else:
+            ax.plot([lo, hi], [y, y], color=COLOURS[r["verdict"]], lw=3, solid_capstyle="butt")
         ax.plot([mid], [y], "o", color="k", ms=4)
         ax.text(1.08, y, r["text"], va="center", fontsize=7, transform=ax.get_yaxis_transform())
     ax.axvline(0, color="k", lw=1)
@@ -60,8 +64,8 @@ def forest(rows: list[dict], path, title: str) -> None:
     ax.set_xlim(-1.1, 1.1)
     ax.set_xlabel("effect relative to the threshold (each row on its own scale; right = the claim's side)")
     handles = [plt.Line2D([], [], color=c, lw=3) for c in COLOURS.values()]
-    ax.legend(handles, list(COLOURS), fontsize=7, loc="lower left", bbox_to_anchor=(0, 1), ncol=4, frameon=False)
-    ax.set_title(title, fontsize=9, loc="right")
+    ax.legend(handles, list(COLOURS), fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=4,
+              frameon=False, borderaxespad=0.2, title=title, title_fontsize=8, alignment="left")
     fig.subplots_adjust(right=0.62)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)

@@ -1,54 +1,60 @@
-"""Stage 6: Pareto frontier, bound efficiency and GEMM taxonomy across all families; figures."""
-from repro.core.io import atomic_write_text, read_metrics
+"""Stage 6: bound efficiency (P1), Pareto frontier (P2) and GEMM taxonomy (P3) across all families,
+with their intervals; figures and report tables."""
+from repro.core.io import atomic_write_text, read_json, read_metrics
 from repro.core.stage import StageContext, main
 from repro.papers.pruninginfersim import effects
 from repro.papers.pruninginfersim.method import FAMILIES
 from repro.report.figures import plt, save
 
 
-def frontier_figure(m: dict, bands, path) -> None:
+def frontier_figure(p2: dict, bands, path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for lo, hi in bands:
         ax.axvspan(100 * lo, 100 * hi, color="0.92")
     for fam in FAMILIES:
-        pts = sorted((p for p in m["points"] if p["family"] == fam), key=lambda p: p["sparsity"])
+        pts = sorted((p for p in p2["points"] if p["family"] == fam), key=lambda p: p["sparsity"])
         if pts:
             ax.plot([100 * p["quality_loss"] for p in pts], [p["speedup"] for p in pts], "o-", label=fam)
-    front = m["frontier"]
+    front = p2["frontier"]
     ax.plot([100 * p["quality_loss"] for p in front], [p["speedup"] for p in front], "k--", lw=1,
             label="Pareto frontier")
     ax.set_xlabel("quality loss (% increase of held-out loss)")
-    ax.set_ylabel(f"prefill speedup ({m['p2']['setting']})")
+    ax.set_ylabel(f"prefill speedup ({p2['setting']})")
     ax.set_xscale("symlog", linthresh=5)
     ax.legend(fontsize=8)
     save(fig, path)
 
 
-def efficiency_figure(latency: dict, path) -> None:
-    settings = list(latency["dense"].keys())
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, phase in zip(axes, ("prefill", "decode")):
-        for fam, lat in latency["families"].items():
-            ks = [k for k in settings if k.startswith(phase)]
-            eff = [sum(e[k]["bound_efficiency"] for e in lat["sparsities"].values()) / len(lat["sparsities"])
-                   for k in ks]
-            ax.plot(range(len(ks)), eff, "o-", label=fam)
-            ax.set_xticks(range(len(ks)), [k.removeprefix(phase + "_") for k in ks])
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_title(f"{phase}: speedup / bound (mean over sparsities)")
-    axes[0].set_ylabel("bound efficiency")
-    axes[1].legend(fontsize=8)
+def efficiency_figure(p1: dict, path) -> None:
+    """Ranked families' bound efficiency with its interval, and the 0.85 line of the check."""
+    fams = sorted(p1["efficiency"], key=lambda f: p1["efficiency"][f]["value"])
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * max(1, len(fams))))
+    for y, fam in enumerate(fams):
+        e = p1["efficiency"][fam]
+        lo, hi = e["ci"]
+        if lo is not None:
+            ax.plot([lo, hi], [y, y], color="C0", lw=3)
+        ax.plot([e["value"]], [y], "ko", ms=4)
+    ax.axvline(0.85, color="k", ls=":", lw=1)
+    ax.axvline(1.0, color="0.6", lw=0.8)
+    ax.set_yticks(range(len(fams)), fams)
+    ax.set_xlabel(f"bound efficiency at {p1['setting']} (95% CI over timing pairs)")
     save(fig, path)
 
 
 def run(ctx: StageContext) -> dict:
     a = ctx.params["analysis"]
-    quality = {f: read_metrics(ctx.inputs[f"evaluate_{f}"]) for f in ctx.params["families"]}
+    evals = {}
+    for name, path in sorted(ctx.inputs.items()):
+        if name.startswith("evaluate_"):
+            m = read_metrics(path)
+            evals.setdefault(m["family"], {})[m["seed"]] = m
     latency = read_metrics(ctx.inputs["latency"])
-    m = effects.decide(quality, latency, a)
-    frontier_figure(m, a["loss_bands"], ctx.out / "frontier.png")
-    efficiency_figure(latency, ctx.out / "bound_efficiency.png")
-    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, latency))
+    pairs = read_json(ctx.inputs["latency"] / "pairs.json")
+    m = effects.decide(evals, latency, pairs, a, ctx.seed)
+    frontier_figure(m["p2"], a["loss_bands"], ctx.out / "frontier.png")
+    efficiency_figure(m["p1"], ctx.out / "bound_efficiency.png")
+    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, latency, evals))
     return m
 
 

@@ -1,14 +1,31 @@
-"""The numbers that decide P1-P3, derived from the evaluate and latency metrics, and report tables.
+"""The effects that decide P1-P3, from the evaluate and latency metrics, and the report tables.
 
-Pure functions over metrics dicts, so the decisions are unit-tested on constructed numbers.
+Pure functions over metrics dicts (and the latency job's per-pair ratios), unit-tested on
+constructed numbers.
+- P1 (spec amendment): families whose decode bound is >= p1_min_bound are ranked by bound
+  efficiency = median per-pair speedup / bound, averaged over their sparsities and selection seeds,
+  with an interval from resampling the pairs of every cell (stratified bootstrap). Static depth must
+  lie above 0.85 and above every other ranked family's interval (`lead_over_other_ranked` > 0).
+- P2: the Pareto frontier of (quality loss, prefill speedup) and whether the paper's order of
+  families along it holds. Its interval comes from replicates that resample validation windows
+  (shared by every family), router seeds (dynamic depth) and timing pairs together; the outcome's 95%
+  interval is [1, 1] when the order holds in >= 97.5% of replicates, [0, 0] when in <= 2.5%.
+- P3: the measured GEMM shapes against the taxonomy (an exact outcome; 2:4's K-halving is declared,
+  by design: CPUs have no sparse kernels).
 """
 from __future__ import annotations
 
 import statistics
 
+import numpy as np
+
+from repro.core.timing import mark_unstable
 from repro.papers.pruninginfersim.method import BY_DESIGN, FAMILIES, TAXONOMY
+from repro.report import intervals as iv
+from repro.report.verdicts import fmt_number
 
 PAPER_ORDER = ["static_depth", "dynamic_depth", "static_width"]
+REPLICATES = 1000
 
 
 def pareto_frontier(points: list[dict]) -> list[dict]:
@@ -30,28 +47,123 @@ def family_sequence(front: list[dict]) -> list[str]:
     return seq
 
 
-def band_winners(front: list[dict], bands: list[list[float]]) -> list[dict]:
+def band_winners(front: list[dict], bands: list[list[float]]) -> list[str | None]:
     """Per loss band, the family of the fastest frontier point inside it (None if the band is empty)."""
     out = []
     for lo, hi in bands:
         inside = [pt for pt in front if lo <= pt["quality_loss"] <= hi]
-        best = max(inside, key=lambda q: q["speedup"]) if inside else None
-        out.append({"band": [lo, hi], "family": best["family"] if best else None,
-                    "speedup": best["speedup"] if best else None})
+        out.append(max(inside, key=lambda q: q["speedup"])["family"] if inside else None)
     return out
 
 
-def bound_efficiencies(latency: dict, setting: str, min_bound: float) -> dict:
-    """Mean bound efficiency per family at one setting, over the sparsities whose bound >= min_bound
-    (a variant that removes almost nothing is trivially 'at' its bound of ~1)."""
+def key(setting: dict) -> str:
+    return f"{setting['phase']}_b{setting['batch']}_l{setting['seq']}"
+
+
+# ------------------------------------------------------------------------------------------ P1
+def efficiency(latency: dict, pairs: dict, setting: str, min_bound: float) -> tuple[dict, list[str]]:
+    """Per ranked family its bound-efficiency effect; and the families whose bound is too small."""
+    ranked, too_small = {}, []
+    for fam, lat in latency["families"].items():
+        cells = [(pairs[setting][f"{fam}/s{s}/{seed}"], r["bound"])
+                 for s, entry in lat["sparsities"].items() for seed, r in entry[setting].items()
+                 if r["bound"] >= min_bound]
+        if not cells:
+            too_small.append(fam)
+            continue
+        bounds = [b for _, b in cells]
+        stat = lambda xs, bounds=bounds: float(np.mean([np.median(x) / b for x, b in zip(xs, bounds)]))  # noqa: E731
+        ranked[fam] = mark_unstable(iv.stratified([r for r, _ in cells], stat), latency["control"][setting])
+    return ranked, too_small
+
+
+def decide_p1(latency: dict, pairs: dict, analysis: dict) -> dict:
+    setting = key(analysis["bound"])
+    ranked, too_small = efficiency(latency, pairs, setting, analysis["p1_min_bound"])
+    out = {"setting": setting, "min_bound": analysis["p1_min_bound"], "efficiency": ranked,
+           "bound_too_small_to_rank": too_small, "control": latency["control"][setting]}
+    sd = ranked.get("static_depth")
+    if sd is None:
+        why = f"static depth's decode bound is below {analysis['p1_min_bound']} at every sparsity"
+        return {**out, "static_depth_efficiency": iv.unmeasured(why), "lead_over_other_ranked": iv.unmeasured(why)}
+    lead = iv.lead(sd, {f: e for f, e in ranked.items() if f != "static_depth"})
+    return {**out, "static_depth_efficiency": sd,
+            "lead_over_other_ranked": mark_unstable(lead, latency["control"][setting])}
+
+
+# ------------------------------------------------------------------------------------------ P2
+def _points(quality: dict, speed: dict) -> list[dict]:
+    return [{"family": fam, "sparsity": float(s), "quality_loss": ql, "speedup": speed[fam][s]}
+            for fam, per_s in quality.items() for s, ql in per_s.items()]
+
+
+def _quality_losses(evals: dict, windows: np.ndarray | None, seeds: dict | None) -> dict:
+    """(family -> sparsity -> quality loss), mean over the (resampled) seeds of the (resampled)
+    windows' mean loss over the dense model's on the same windows."""
     out = {}
-    for family, lat in latency["families"].items():
-        rows = [e[setting] for e in lat["sparsities"].values() if e[setting]["bound"] >= min_bound]
-        if rows:
-            out[family] = statistics.mean(r["bound_efficiency"] for r in rows)
+    for fam, by_seed in evals.items():
+        chosen = seeds[fam] if seeds else list(by_seed)
+        per_s = {}
+        for s in by_seed[chosen[0]]["sparsities"]:
+            losses = []
+            for seed in chosen:
+                ev = by_seed[seed]
+                dense = np.asarray(ev["dense"]["window_losses"])
+                var = np.asarray(ev["sparsities"][s]["window_losses"])
+                idx = windows if windows is not None else np.arange(dense.size)
+                losses.append(var[idx].mean() / dense[idx].mean() - 1)
+            per_s[s] = float(np.mean(losses))
+        out[fam] = per_s
     return out
 
 
+def _speedups(latency: dict, pairs: dict, setting: str, rng: np.random.Generator | None) -> dict:
+    """(family -> sparsity -> speedup): the median per-pair ratio (pairs resampled when rng is given),
+    averaged over selection seeds."""
+    out = {}
+    for fam, lat in latency["families"].items():
+        out[fam] = {}
+        for s, entry in lat["sparsities"].items():
+            meds = []
+            for seed in entry[setting]:
+                r = np.asarray(pairs[setting][f"{fam}/s{s}/{seed}"])
+                meds.append(np.median(r[rng.integers(0, r.size, r.size)] if rng is not None else r))
+            out[fam][s] = float(np.mean(meds))
+    return out
+
+
+def decide_p2(evals: dict, latency: dict, pairs: dict, analysis: dict, seed: int = 0) -> dict:
+    """`evals`: family -> {seed: evaluate metrics}."""
+    setting, bands = key(analysis["frontier"]), analysis["loss_bands"]
+    points = _points(_quality_losses(evals, None, None), _speedups(latency, pairs, setting, None))
+    front = pareto_frontier(points)
+    sequence = family_sequence(front)
+    rng = np.random.default_rng(seed)
+    n_windows = len(next(iter(next(iter(evals.values())).values()))["dense"]["window_losses"])
+    holds, winners = [], []
+    for _ in range(REPLICATES):
+        windows = rng.integers(0, n_windows, n_windows)
+        seeds = {fam: list(rng.choice(list(by_seed), len(by_seed))) for fam, by_seed in evals.items()}
+        pts = _points(_quality_losses(evals, windows, seeds), _speedups(latency, pairs, setting, rng))
+        rep_front = pareto_frontier(pts)
+        holds.append(float(family_sequence(rep_front) == PAPER_ORDER))
+        winners.append(band_winners(rep_front, bands))
+    lo, hi = np.percentile(holds, [2.5, 97.5])
+    point_holds = float(sequence == PAPER_ORDER)
+    unit = "replicates (windows x seeds x pairs)"
+    order = iv.effect(point_holds, lo, hi, REPLICATES, unit, support=float(np.mean(holds)))
+    band_rows = []
+    for i, ((b_lo, b_hi), fam) in enumerate(zip(bands, band_winners(front, bands))):
+        counts = {}
+        for w in winners:
+            counts[str(w[i])] = counts.get(str(w[i]), 0) + 1
+        band_rows.append({"band": [b_lo, b_hi], "family": fam,
+                          "replicate_share": {k: v / REPLICATES for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}})
+    return {"setting": setting, "points": points, "frontier": front, "frontier_sequence": sequence,
+            "paper_order_holds": mark_unstable(order, latency["control"][setting]), "bands": band_rows}
+
+
+# ------------------------------------------------------------------------------------------ P3
 def taxonomy_check(latency: dict) -> dict:
     """P3: each family's executed GEMM dims against the paper's taxonomy; a family marked by design
     (2:4: K halves only on sparse kernels) falls back to its declared dims. `basis` says which
@@ -63,77 +175,90 @@ def taxonomy_check(latency: dict) -> dict:
         if measured[fam] == TAXONOMY[fam]:
             basis[fam] = "executed"
         elif fam in BY_DESIGN and declared[fam] == TAXONOMY[fam]:
-            basis[fam] = "declared"
+            basis[fam] = "declared (by design)"
         else:
             basis[fam] = None
     return {"expected": {f: TAXONOMY[f] for f in measured}, "measured": measured, "declared": declared,
             "basis": basis, "taxonomy_matches": all(basis.values())}
 
 
-def decide(quality: dict, latency: dict, analysis: dict) -> dict:
-    """All claim metrics: p1 (bound efficiency), p2 (frontier order), p3 (taxonomy)."""
-    fr = analysis["frontier"]
-    fkey = f"{fr['phase']}_b{fr['batch']}_l{fr['seq']}"
-    b = analysis["bound"]
-    bkey = f"{b['phase']}_b{b['batch']}_l{b['seq']}"
-    points = [
-        {"family": fam, "sparsity": float(s), "quality_loss": q["quality_loss"],
-         "speedup": latency["families"][fam]["sparsities"][s][fkey]["speedup"]}
-        for fam, ev in quality.items() for s, q in ev["sparsities"].items()
-    ]
-    front = pareto_frontier(points)
-    sequence = family_sequence(front)
-    eff = bound_efficiencies(latency, bkey, analysis["p1_min_bound"])
-    best = max(eff, key=eff.get) if eff else None
-    return {
-        "points": points,
-        "frontier": front,
-        "p1": {"setting": bkey, "efficiency": eff, "best_family": best,
-               "static_depth_efficiency": eff.get("static_depth")},
-        "p2": {"setting": fkey, "frontier_sequence": sequence,
-               "paper_order_holds": sequence == PAPER_ORDER,
-               "bands": band_winners(front, analysis["loss_bands"])},
-        "p3": taxonomy_check(latency),
-    }
+def decide(evals: dict, latency: dict, pairs: dict, analysis: dict, seed: int = 0) -> dict:
+    """All claim effects: p1 (bound efficiency), p2 (frontier order), p3 (taxonomy)."""
+    return {"p1": decide_p1(latency, pairs, analysis), "p2": decide_p2(evals, latency, pairs, analysis, seed),
+            "p3": taxonomy_check(latency), "controls": latency["control"]}
 
 
+# ------------------------------------------------------------------------------------------ tables
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def report_tables(m: dict, latency: dict) -> str:
-    """Markdown sections of the report: frontier, bound efficiency, GEMM taxonomy, TTFT/TPOT."""
-    lines = ["## Acceleration-quality frontier (prefill, " + m["p2"]["setting"] + ")", "",
-             "| family | sparsity | quality loss | speedup | on frontier |", "|---|---|---|---|---|"]
-    on_front = {(p["family"], p["sparsity"]) for p in m["frontier"]}
-    for p in sorted(m["points"], key=lambda q: (q["family"], q["sparsity"])):
-        lines.append(f"| {p['family']} | {p['sparsity']} | {_pct(p['quality_loss'])} | "
-                     f"{p['speedup']:.2f}x | {'yes' if (p['family'], p['sparsity']) in on_front else ''} |")
-    lines += ["", "Frontier families by increasing loss: " + " -> ".join(m["p2"]["frontier_sequence"]), "",
-              "| paper's loss band | frontier family here | speedup |", "|---|---|---|"]
-    for b in m["p2"]["bands"]:
-        sp = "" if b["speedup"] is None else f"{b['speedup']:.2f}x"
-        lines.append(f"| {_pct(b['band'][0])}-{_pct(b['band'][1])} | {b['family'] or 'no frontier point'} | {sp} |")
-    lines += ["", f"## Bound efficiency (measured speedup / (1 / (1 - f)), {m['p1']['setting']})", "",
-              "| family | mean bound efficiency |", "|---|---|"]
-    for fam, e in sorted(m["p1"]["efficiency"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {fam} | {e:.3f} |")
-    p3 = m["p3"]
+def _ci(e: dict, spec: str = ".3f") -> str:
+    lo, hi = e["ci"]
+    ci = "" if lo is None else f" [{lo:{spec}}, {hi:{spec}}]"
+    return f"{e['value']:{spec}}{ci}" + (" (timing unstable)" if e.get("unstable") else "")
+
+
+def report_tables(m: dict, latency: dict, evals: dict) -> str:
+    """Markdown: the A/A controls, bound efficiency, frontier, GEMM taxonomy, TTFT/TPOT."""
+    p1, p2, p3 = m["p1"], m["p2"], m["p3"]
+    seeds = {fam: len(by_seed) for fam, by_seed in evals.items()}
+    lines = ["## What the seeds vary", "",
+             "The quality model is trained once (every family prunes the same model). Router training "
+             f"(dynamic depth) runs on {seeds.get('dynamic_depth', 0)} seeds; the other families are fixed by "
+             "the model and the calibration data. Latency runs random selection over "
+             f"{len(next(iter(latency['families'].values()))['sparsities'])} sparsities and the "
+             "latency seeds; speedups are medians of interleaved dense/variant pairs "
+             f"({latency['pairs']['prefill']} per prefill cell, {latency['pairs']['decode']} per decode cell).", "",
+             "## Timing controls (dense against an identical copy of itself, timed the same way)", "",
+             "| setting | A/A speedup [95% CI] | stable (within [0.97, 1.03]) |", "|---|---|---|"]
+    for k, c in latency["control"].items():
+        lines.append(f"| {k} | {_ci(c)} | {'yes' if c['stable'] else 'NO: timing verdicts of this setting are inconclusive'} |")
+    lines += ["", f"## Bound efficiency (median speedup / (1 / (1 - f)), {p1['setting']}; 95% CI over timing pairs)", "",
+              "| family | bound efficiency [95% CI] |", "|---|---|"]
+    for fam, e in sorted(p1["efficiency"].items(), key=lambda kv: -kv[1]["value"]):
+        lines.append(f"| {fam} | {_ci(e)} |")
+    for fam in p1["bound_too_small_to_rank"]:
+        lines.append(f"| {fam} | bound too small to rank (< {p1['min_bound']} at every sparsity) |")
+    sparse = latency["families"].get("sparse24", {}).get("sparsities", {})
+    for s, entry in sparse.items():
+        cells = entry.get(p1["setting"], {})
+        if cells:
+            sp = [c["speedup"] for c in cells.values()]
+            lines += ["", f"2:4 runs the dense GEMMs on CPU (no sparse kernels): its measured speedup at "
+                      f"{p1['setting']} is {', '.join(_ci(x) for x in sp)}, a second control expected at ~1.0."]
+    lines += ["", f"## Acceleration-quality frontier (prefill, {p2['setting']})", "",
+              "| family | sparsity | quality loss | speedup | on frontier |", "|---|---|---|---|---|"]
+    on_front = {(p["family"], p["sparsity"]) for p in p2["frontier"]}
+    for p in sorted(p2["points"], key=lambda q: (q["family"], q["sparsity"])):
+        lines.append(f"| {p['family']} | {p['sparsity']} | {_pct(p['quality_loss'])} | {p['speedup']:.2f}x | "
+                     f"{'yes' if (p['family'], p['sparsity']) in on_front else ''} |")
+    order = p2["paper_order_holds"]
+    lines += ["", "Frontier families by increasing loss: " + " -> ".join(p2["frontier_sequence"]) +
+              f" (paper: {' -> '.join(PAPER_ORDER)}); the paper's order holds in "
+              f"{100 * order['support']:.1f}% of {order['n']} bootstrap replicates.", "",
+              "| paper's loss band | frontier family here | share of replicates per family |", "|---|---|---|"]
+    for b in p2["bands"]:
+        shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in b["replicate_share"].items())
+        lines.append(f"| {_pct(b['band'][0])}-{_pct(b['band'][1])} | {b['family'] or 'no frontier point'} | {shares} |")
     lines += ["", "## GEMM taxonomy (measured from the recorded GEMM shapes)", "",
               "| family | paper | measured |", "|---|---|---|"]
     for fam in FAMILIES:
         if fam in p3["measured"]:
             cell = ", ".join(p3["measured"][fam]) or "no change executed"
-            if p3["basis"][fam] == "declared":
+            if p3["basis"][fam] and p3["basis"][fam].startswith("declared"):
                 cell += f"; {', '.join(p3['declared'][fam])} (by design, {BY_DESIGN[fam]})"
             lines.append(f"| {fam} | {', '.join(p3['expected'][fam])} | {cell} |")
-    settings = list(latency["dense"].keys())
-    lines += ["", "## TTFT / TPOT (median seconds; speedup over dense in brackets)", "",
+    settings = list(latency["dense"])
+    lines += ["", "## TTFT / TPOT (median ms; median speedup over dense per selection seed)", "",
               "| family | s | " + " | ".join(settings) + " |", "|---|---|" + "---|" * len(settings)]
-    dense = latency["dense"]
-    lines.append("| dense | 0 | " + " | ".join(f"{dense[k]['seconds'] * 1e3:.2f} ms" for k in settings) + " |")
+    lines.append("| dense | 0 | " + " | ".join(f"{latency['dense'][k]['seconds'] * 1e3:.2f}" for k in settings) + " |")
     for fam in FAMILIES:
-        for s, e in latency["families"].get(fam, {}).get("sparsities", {}).items():
-            cells = " | ".join(f"{e[k]['seconds'] * 1e3:.2f} ms ({e[k]['speedup']:.2f}x)" for k in settings)
-            lines.append(f"| {fam} | {s} | {cells} |")
+        for s, entry in latency["families"].get(fam, {}).get("sparsities", {}).items():
+            cells = []
+            for k in settings:
+                rs = list(entry[k].values())
+                ms = statistics.median(r["speedup"]["seconds"] for r in rs) * 1e3
+                cells.append(f"{ms:.2f} ({', '.join(fmt_number(r['speedup']['value'], '.2f') for r in rs)}x)")
+            lines.append(f"| {fam} | {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -1,17 +1,30 @@
-"""Stage 4: held-out quality of each pruned model against the dense one (same executor)."""
+"""Stage 4: held-out quality of each pruned model against the dense one (same executor), per
+validation window so that the analysis can resample windows (paired: every family sees the same)."""
 import torch
+import torch.nn.functional as F
 
 from repro.core import flops
 from repro.core.stage import StageContext, main
 from repro.data.corpus import validation_windows
-from repro.models.training import mean_loss
 from repro.models.causal_lm import device
 from repro.papers.pruninginfersim import method
 
 
 @torch.no_grad()
+def window_losses(model, batches) -> list[float]:
+    """Mean next-token loss (nats) of every window; their mean is the token-weighted loss."""
+    out = []
+    for batch in batches:
+        logits, _ = model(batch)
+        nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="none")
+        out += nll.view(batch.shape[0], -1).mean(1).tolist()
+    return out
+
+
+@torch.no_grad()
 def quality(model, batches) -> dict:
-    out = {"val_loss": mean_loss(model.loss, batches)}
+    losses = window_losses(model, batches)
+    out = {"val_loss": sum(losses) / len(losses), "window_losses": losses}
     if model.blocks[0].router is not None:  # executed share of tokens, measured on held-out text
         rates = []
         for batch in batches:
@@ -33,7 +46,7 @@ def run(ctx: StageContext) -> dict:
         q["quality_loss"] = (q["val_loss"] - dense["val_loss"]) / dense["val_loss"]
         q["flops_removed"] = 1 - q["gemm_flops"] / dense["gemm_flops"]
         results[str(s)] = q
-    return {"family": family, "dense": dense, "sparsities": results}
+    return {"family": family, "seed": int(ctx.wildcards["seed"]), "dense": dense, "sparsities": results}
 
 
 if __name__ == "__main__":

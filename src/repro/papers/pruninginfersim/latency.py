@@ -1,20 +1,26 @@
 """Stage 5: TTFT and TPOT of every family on the random-init latency model, against dense.
 
-Weights do not matter for timing, so selection is seeded-random (as in the public simulator), and
-the dense baseline runs through the same executor in the same job. Each timed call is also run
-once under the GEMM recorder, which gives the removed fraction f and the bound 1 / (1 - f).
+Weights do not matter for timing, so selection is seeded-random (as in the public simulator) over
+`latency.seeds` for the families whose selection is random. Per setting (prefill or one decode step
+after a cache of L, batch B), dense is re-timed beside every variant in interleaved pairs with a
+cache-flushing buffer between calls (repro.core.timing), and beside an identical copy of itself
+(the A/A control). Each variant's call also runs once under the GEMM recorder: the removed
+fraction f (FLOPs at prefill, bytes read at decode) and the bound 1 / (1 - f) come from what ran.
+The per-pair ratios go to pairs.json for the analysis' intervals.
 """
+import copy
 import statistics
 
 import torch
 from tqdm.auto import tqdm
 
 from repro.core import flops
-from repro.core.flops import theoretical_bound
-from repro.core.timing import measure
-from repro.models.causal_lm import build_causal_lm, device
+from repro.core.io import atomic_write_json
 from repro.core.stage import StageContext, main
+from repro.core.timing import AA, control, interleaved
+from repro.models.causal_lm import build_causal_lm, device
 from repro.papers.pruninginfersim import method
+from repro.report.intervals import speedup
 
 
 def settings(lat: dict) -> list[tuple[str, int, int]]:
@@ -26,64 +32,73 @@ def key(phase: str, batch: int, seq: int) -> str:
     return f"{phase}_b{batch}_l{seq}"
 
 
+def variant_name(family: str, s: float, seed: int) -> str:
+    return f"{family}/s{s}/seed{seed}"
+
+
 @torch.no_grad()
-def timed(model, phase: str, batch: int, seq: int, vocab: int, lat: dict, gen) -> dict:
-    """Median seconds of a prefill of [batch, seq] (TTFT) or of one decode step after it (TPOT)."""
-    dev = model.embed.weight.device
-    ids = torch.randint(0, vocab, (batch, seq), generator=gen).to(dev)
+def call_of(model, phase: str, ids: torch.Tensor, nxt: torch.Tensor):
+    """The timed call (a prefill of ids, or one decode step of nxt after ids' cache) and its GEMMs."""
     if phase == "prefill":
-        call, gemms = (lambda: model(ids)), flops.gemms_of(model, ids)
-    else:
-        _, cache = model(ids)
-        nxt = torch.randint(0, vocab, (batch, 1), generator=gen).to(dev)
-        call, gemms = (lambda: model(nxt, cache)), flops.gemms_of(model, nxt, cache)
-    # the recorded call above was the first warm-up call
-    t = measure(call, warmup=max(0, lat["warmup"] - 1), repeats=lat["repeats"])
-    return {"seconds": t["median"], "gemms": gemms}
+        return (lambda: model(ids)), flops.gemms_of(model, ids)
+    _, cache = model(ids)
+    return (lambda: model(nxt, cache)), flops.gemms_of(model, nxt, cache)
 
 
-def family_latency(base, family, dense, grid, calib, vocab, ctx) -> dict:
-    """Median over selection seeds of each setting's time, speedup, removed fraction and bound."""
+def build_variants(base, ctx, calib) -> dict[str, tuple[str, float, int, object]]:
+    """Every (family, sparsity, selection seed) of the sweep, pruned from the same dense model."""
     lat, p = ctx.params["latency"], ctx.params["prune"]
-    out, taxonomy = {}, None
-    for s in method.sparsities_for(family, p["sparsities"]):
-        per_seed = []
-        for seed in lat["seeds"] if family in method.RANDOM_SELECTION else lat["seeds"][:1]:
-            pruned, _ = method.apply_family(base, family, s, calib=calib, p=p,
-                                            gen=torch.Generator().manual_seed(seed))
-            per_seed.append({key(*st): timed(pruned, *st, vocab, lat, torch.Generator().manual_seed(ctx.seed))
-                             for st in grid})
-        entry = {}
-        for st in grid:
-            k = key(*st)
-            by = "flops" if st[0] == "prefill" else "bytes"
-            f = statistics.median(flops.removed_fraction(dense[k]["gemms"], r[k]["gemms"], by) for r in per_seed)
-            seconds = statistics.median(r[k]["seconds"] for r in per_seed)
-            speedup = dense[k]["seconds"] / seconds
-            bound = theoretical_bound(min(f, 0.999))
-            entry[k] = {"seconds": seconds, "speedup": speedup, "removed_fraction": f, "bound": bound,
-                        "bound_efficiency": speedup / bound}
-        out[str(s)] = entry
-        # measured taxonomy from the prefill GEMMs (the last, largest sparsity wins)
-        taxonomy = flops.shape_changes(dense[key(*grid[0])]["gemms"], per_seed[0][key(*grid[0])]["gemms"])
-    return {"sparsities": out, "gemm_changes": taxonomy, "measured_dims": flops.classify(taxonomy),
-            "declared_dims": flops.classify(taxonomy, declared=True)}
+    out = {}
+    for fam in ctx.params["families"]:
+        for s in method.sparsities_for(fam, p["sparsities"]):
+            for seed in lat["seeds"] if fam in method.RANDOM_SELECTION else lat["seeds"][:1]:
+                pruned, _ = method.apply_family(base, fam, s, calib=calib, p=p, gen=torch.Generator().manual_seed(seed))
+                out[variant_name(fam, s, seed)] = (fam, s, seed, pruned)
+    return out
 
 
 def run(ctx: StageContext) -> dict:
-    lat = ctx.params["latency"]
-    spec = ctx.params["latency_model"]
+    lat, spec = ctx.params["latency"], ctx.params["latency_model"]
     vocab = spec.get("vocab_size", 256)
+    torch.manual_seed(ctx.seed)
     base = method.PrunableLlama.from_hf(build_causal_lm(spec, vocab_size=vocab)).to(device())
+    aa_copy = copy.deepcopy(base)  # the A/A control: identical weights, its own memory
     c = lat["calibration"]
-    cal_gen = torch.Generator().manual_seed(ctx.seed)
-    calib = [torch.randint(0, vocab, (c["batch_size"], c["seq_len"]), generator=cal_gen).to(device())
+    gen = torch.Generator().manual_seed(ctx.seed)
+    calib = [torch.randint(0, vocab, (c["batch_size"], c["seq_len"]), generator=gen).to(device())
              for _ in range(c["batches"])]
-    grid = settings(lat)
-    dense = {key(*st): timed(base, *st, vocab, lat, torch.Generator().manual_seed(ctx.seed)) for st in grid}
-    families = {fam: family_latency(base, fam, dense, grid, calib, vocab, ctx)
-                for fam in tqdm(ctx.params["families"], desc="latency", mininterval=5)}
-    return {"dense": {k: {"seconds": v["seconds"]} for k, v in dense.items()}, "families": families}
+    variants = build_variants(base, ctx, calib)
+    families, controls, dense, pairs = {}, {}, {}, {}
+    for phase, b, L in tqdm(settings(lat), desc="latency settings"):
+        k = key(phase, b, L)
+        ids = torch.randint(0, vocab, (b, L), generator=gen).to(device())
+        nxt = torch.randint(0, vocab, (b, 1), generator=gen).to(device())
+        base_call, base_gemms = call_of(base, phase, ids, nxt)
+        calls, gemms = {AA: call_of(aa_copy, phase, ids, nxt)[0]}, {}
+        for name, (*_, model) in variants.items():
+            calls[name], gemms[name] = call_of(model, phase, ids, nxt)
+        timed = interleaved(base_call, calls, pairs=lat["pairs"][phase], warmup=lat["warmup"],
+                            flush_mb=lat["flush_mb"], device=device())
+        controls[k] = control(speedup(timed.pop(AA)))
+        dense[k] = {"seconds": statistics.median(t for v in timed.values() for t in v["baseline_s"])}
+        pairs[k] = {}
+        by = "flops" if phase == "prefill" else "bytes"
+        for name, t in timed.items():
+            fam, s, seed, _ = variants[name]
+            sp = speedup(t)
+            pairs[k][name] = sp.pop("ratios")
+            f = flops.removed_fraction(base_gemms, gemms[name], by)
+            cell = families.setdefault(fam, {"sparsities": {}})["sparsities"].setdefault(str(s), {})
+            cell.setdefault(k, {})[f"seed{seed}"] = {"speedup": sp, "removed_fraction": f,
+                                                    "bound": flops.theoretical_bound(min(f, 0.999))}
+            if phase == "prefill" and (b, L) == (lat["batch_sizes"][0], lat["seq_lens"][0]):
+                # measured taxonomy from the prefill GEMMs (the largest sparsity, last seed, wins)
+                changes = flops.shape_changes(base_gemms, gemms[name])
+                families[fam].update(gemm_changes=changes, measured_dims=flops.classify(changes),
+                                     declared_dims=flops.classify(changes, declared=True))
+        del calls, gemms
+    atomic_write_json(ctx.out / "pairs.json", pairs)
+    return {"pairs": lat["pairs"], "control": controls, "dense": dense, "families": families}
 
 
 if __name__ == "__main__":

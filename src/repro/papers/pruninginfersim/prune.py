@@ -1,4 +1,6 @@
-"""Stage 3: prune the trained quality model with one family at every sparsity of the sweep."""
+"""Stage 3: prune the trained quality model with one family at every sparsity of the sweep. The seed
+wildcard varies what pruning trains (dynamic depth's routers: initialisation and batches); the
+other families are fixed by the model and the calibration data, so they run on one seed."""
 import torch
 
 from repro.core.stage import StageContext, main
@@ -13,7 +15,7 @@ def calibration_batches(tokens, c: dict) -> list[torch.Tensor]:
 
 
 def run(ctx: StageContext) -> dict:
-    family = ctx.wildcards["family"]
+    family, run_seed = ctx.wildcards["family"], ctx.seed * 1000 + int(ctx.wildcards["seed"])
     p = ctx.params["prune"]
     tokens = load_tokens(ctx.inputs["data"], "train")
     base = method.PrunableLlama.from_checkpoint(ctx.inputs["model"] / "model").to(device())
@@ -21,10 +23,11 @@ def run(ctx: StageContext) -> dict:
     r = p["router"]
     metrics = {}
     for s in method.sparsities_for(family, p["sparsities"]):
+        torch.manual_seed(run_seed)  # the routers' initialisation
         pruned, info = method.apply_family(
             base, family, s, calib=calib, p=p,
             router_batches=lambda step: random_windows(tokens, r["batch_size"], r["seq_len"],
-                                                       ctx.seed * 7919 + step).to(device()))
+                                                       run_seed * 7919 + step).to(device()))
         method.save_pruned(pruned, ctx.out / f"s{s}")
         entry = {"parameters": sum(t.numel() for t in pruned.parameters())}
         if family == "static_depth":
@@ -32,7 +35,7 @@ def run(ctx: StageContext) -> dict:
         if family == "dynamic_depth":
             entry["router_final_mean_exec"] = info["router_history"][-1]["mean_exec"] if info["router_history"] else None
         metrics[str(s)] = entry
-    return {"family": family, "sparsities": metrics}
+    return {"family": family, "seed": int(ctx.wildcards["seed"]), "sparsities": metrics}
 
 
 if __name__ == "__main__":
