@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from repro.core.config import REPO_ROOT
+from repro.report.verdicts import VERDICTS
 
 pytestmark = pytest.mark.e2e
-SKIP = {".git", ".venv", "results", "reports", "mlflow.db", "mlartifacts", ".snakemake", "dvc-storage",
+SKIP = {".git", ".venv", "results", "reports", "logs", ".repro", "mlflow.db", "mlartifacts", ".snakemake", "dvc-storage",
         ".pytest_cache", "__pycache__"}
 
 
@@ -62,11 +63,17 @@ def test_reports_and_metrics(smoke_repo):
             m = json.loads(path.read_text())
             assert m["provenance"]["profile"] == "smoke" and m["provenance"]["seed"] == 0
             assert m["provenance"]["paper"] == paper
+        assert (smoke_repo / f"reports/smoke/{paper}/forest.png").stat().st_size > 1000
+        for claim in claims:  # every check shows its effect with an interval (or says why not)
+            assert claim["verdict"] in VERDICTS and claim["checks"]
+            for check in claim["checks"]:
+                assert {"value", "ci", "n", "unit"} <= set(check["effect"]) and check["reason"]
+    assert (smoke_repo / "reports/smoke/forest.png").stat().st_size > 1000
     report = (smoke_repo / "reports/smoke/pruninginfersim/report.md").read_text()
-    assert re.search(r"\| P1 \|.*\*\*(reproduced|not reproduced|not checkable at this scale)\*\*", report)
+    assert re.search(r"\| P1 \|.*\*\*(reproduced|not reproduced|inconclusive|not checkable)\*\*", report)
     assert (smoke_repo / "reports/smoke/pruninginfersim/frontier.png").exists()
     metrics = sorted((smoke_repo / "results/smoke/pruninginfersim").rglob("metrics.json"))
-    assert len(metrics) == 16  # data, train, 6 prune, 6 evaluate, latency, analysis
+    assert len(metrics) == 19  # data, train, 8 prune (dynamic depth on 2 router seeds), 8 evaluate, latency, analysis
     assert not list((smoke_repo / "results").rglob("*.partial"))
 
 
@@ -82,6 +89,11 @@ def test_mlflow_parent_and_child_runs(smoke_repo):
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
         jobs = list((smoke_repo / "results/smoke" / paper).rglob("metrics.json"))
         assert len(children) == len(jobs) > 0  # one child run per job
+        parent = parents[0]  # ends with the report: verdicts as tags, effects as metrics, the report
+        verdicts = json.loads((smoke_repo / f"reports/smoke/{paper}/verdicts.json").read_text())["claims"]
+        assert {parent.data.tags[f"verdict.{c['id']}"] for c in verdicts} <= set(VERDICTS)
+        assert parent.info.status == "FINISHED" and parent.info.end_time >= max(c.info.end_time for c in children)
+        assert "report.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     exp = client.get_experiment_by_name("pruninginfersim")
     children = client.search_runs([exp.experiment_id], "tags.`repro.stage` = 'train'")
     assert len(children) == 1
@@ -101,7 +113,7 @@ def test_rerun_plans_only_what_depends_on_a_change(smoke_repo):
         assert planned(smoke_repo) == {"pruninginfersim_analysis": 1, "paper_report": 1, "index": 1, "all": 1}
         params.write_text(original.replace("seq_len: 32, lr: 0.003, warmup: 1", "seq_len: 32, lr: 0.002, warmup: 1", 1))
         plan = planned(smoke_repo)
-        assert plan["pruninginfersim_train"] == 1 and plan["pruninginfersim_evaluate"] == 6
+        assert plan["pruninginfersim_train"] == 1 and plan["pruninginfersim_evaluate"] == 8
         assert "pruninginfersim_data" not in plan and "pruninginfersim_latency" not in plan
     finally:
         params.write_text(original)
