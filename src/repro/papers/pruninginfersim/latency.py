@@ -77,7 +77,7 @@ def run(ctx: StageContext) -> dict:
         calls, gemms = {AA: call_of(aa_copy, phase, ids, nxt)[0]}, {}
         for name, (*_, model) in variants.items():
             calls[name], gemms[name] = call_of(model, phase, ids, nxt)
-        timed = interleaved(base_call, calls, pairs=lat["pairs"][phase], warmup=lat["warmup"],
+        timed = interleaved(base_call, calls, pairs=lat["pairs"].get(k, lat["pairs"]["default"]), warmup=lat["warmup"],
                             flush_mb=lat["flush_mb"], device=device())
         controls[k] = control(speedup(timed.pop(AA)))
         dense[k] = {"seconds": statistics.median(t for v in timed.values() for t in v["baseline_s"])}
@@ -98,7 +98,8 @@ def run(ctx: StageContext) -> dict:
                                      declared_dims=flops.classify(changes, declared=True))
         del calls, gemms
     atomic_write_json(ctx.out / "pairs.json", pairs)
-    return {"pairs": lat["pairs"], "control": controls, "dense": dense, "families": families}
+    return {"pairs": {k: lat["pairs"].get(k, lat["pairs"]["default"]) for k in dense}, "control": controls,
+            "dense": dense, "families": families}
 
 
 if __name__ == "__main__":
