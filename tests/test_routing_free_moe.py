@@ -3,7 +3,9 @@ claim decisions on constructed numbers, and the `paper` profile's code path on l
 import copy
 import json
 import math
+import zlib
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,7 @@ from conftest import run_stage
 from repro.core import config as rc
 from repro.papers.routing_free_moe import _arms as arms, effects, method
 from repro.papers.routing_free_moe.method import AdaptiveLambda, RoutingFreeMoE, TopKMoE
+from repro.report.verdicts import INCONCLUSIVE, NOT_CHECKABLE, NOT_REPRODUCED, REPRODUCED, evaluate_claims
 
 TINY = {"arch": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64}
@@ -157,36 +160,151 @@ def test_arm_names_and_runs():
     assert arms.mu_arms(sec) == {0.0: "rf_mu0", 0.5: "rf", 1.0: "rf_mu100"}
     assert arms.arm_spec(sec["arms"], "rf_mu100")["mu"] == 1.0
     assert ("rf_mu0", 0) in arms.runs(sec) and ("rf", 1) in arms.runs(sec)
+    seeds = {}
+    for arm, seed in arms.runs(sec):
+        seeds.setdefault(arm, set()).add(seed)
+    assert set(seeds) == {"dense", "topk", "rf", "rf_mu0", "rf_mu100"}
+    assert all(len(s) >= 3 for s in seeds.values())  # every claim's arms, both ends of the mu sweep
 
 
 # ---------------------------------------------------------------- claim decisions on constructed numbers
-def test_threshold_sweep_monotone_and_smooth():
-    def sweep(losses):
-        return {"rf_s0": {"sweep": {str(t): {"val_loss": v, "density": 0.2} for t, v in zip([0.1, 0.2, 0.3], losses)}}}
+CLAIMS = rc.load_paper("routing_free_moe")["claims"]
+MINI_RF = rc.load_paper("routing_free_moe")["mini"]["arms"]["rf"]  # trained theta 0.2, rho* 0.25
+MUS = {0.0: "rf_mu0", 0.5: "rf", 1.0: "rf_mu100"}
+THETAS = [0.1, 0.15, 0.2, 0.25, 0.3, 0.4]
+SEEDS = (0, 1, 2)
+JITTER = (0.03, -0.03, 0.0)  # what differs between seeds: each seed's offset
+DIFFICULTY = np.random.default_rng(100).normal(0, 0.3, 32)  # each validation window's, shared by every model
 
-    ok = effects.threshold_sweep(sweep([2.1, 2.0, 2.3]), 0.2, 0.001)
-    assert ok["monotone"] and ok["max_step_rel"] == pytest.approx(0.15)
-    assert not effects.threshold_sweep(sweep([1.9, 2.0, 2.3]), 0.2, 0.001)["monotone"]  # lower theta helps
-    assert effects.threshold_sweep(sweep([1.999, 2.0, 2.3]), 0.2, 0.001)["monotone"]  # within tolerance
+
+def windows(level: float, seed: int, arm: str) -> list[float]:
+    """Per-window losses of one model: the window's difficulty, the model's level, a little model noise."""
+    noise = np.random.default_rng([seed, zlib.crc32(arm.encode())]).normal(0, 0.01, DIFFICULTY.size)
+    return (2.0 + level + DIFFICULTY + noise).tolist()
 
 
-def test_decide_on_constructed_runs():
-    def r(arm, seed, loss, e_cv=0.5, t_cv=0.5, rho=0.26):
-        return {"arm": arm, "seed": seed, "val_loss": loss, "expert_load_cv": e_cv, "token_compute_cv": t_cv,
-                "dead_experts": 0, "density": rho, "rho_final": rho, "lambda_final": 0.1,
-                "active_ffn_params_per_layer": 1, "params_non_embedding": 1}
+def record(arm: str, seed: int, level: float, e_cv: float, t_cv: float, rho: float) -> dict:
+    w = windows(level, seed, arm)
+    return {"arm": arm, "seed": seed, "kind": "routing_free" if arm.startswith("rf") else arm,
+            "val_loss": float(np.mean(w)), "window_loss": w, "expert_load_cv": e_cv, "token_compute_cv": t_cv,
+            "dead_experts": 0, "experts_total": 48, "density": rho, "rho_final": rho, "rho_mean_train": rho,
+            "lambda_final": 0.1, "active_ffn_params_per_layer": 1, "params_non_embedding": 1}
 
-    runs = {"dense_s0": r("dense", 0, 2.0), "topk_s0": r("topk", 0, 1.9), "rf_s0": r("rf", 0, 1.8),
-            "rf_mu0_s0": r("rf_mu0", 0, 1.8, e_cv=0.9, t_cv=0.2), "rf_mu100_s0": r("rf_mu100", 0, 1.8, 0.3, 0.6)}
-    sweep = {"rf_s0": {"sweep": {"0.1": {"val_loss": 1.85, "density": 0.3}, "0.2": {"val_loss": 1.8, "density": 0.25},
-                                 "0.3": {"val_loss": 1.9, "density": 0.2}}}}
-    m = effects.decide(runs, sweep, {0.0: "rf_mu0", 0.5: "rf", 1.0: "rf_mu100"}, RF, 0.001)
-    assert m["r1"]["rf_minus_topk_loss"] == pytest.approx(-0.1)
-    assert m["r2"]["abs_gap"] == pytest.approx(0.01)
-    assert m["r3"]["expert_cv_mu0_minus_mu1"] == pytest.approx(0.6)
-    assert m["r3"]["token_cv_mu1_minus_mu0"] == pytest.approx(0.4)
-    assert m["r4"]["monotone"]
-    assert "| rf |" in effects.report_tables(m, {k: {**v, "kind": "x"} for k, v in runs.items()})
+
+def constructed(rf_gap=0.0, rho=0.25, cv_mu0=(0.5, 0.5), cv_mu1=(0.5, 0.5), sweep_curve=lambda t: 0.0):
+    """Runs, theta sweep and validation curves of 3 seeds. rf_gap: routing-free minus top-k loss;
+    rho: every routing-free run's final density; cv_mu*: (expert-load, token-compute) CV at each end of
+    the mu sweep; sweep_curve(theta): the loss change at inference theta."""
+    runs, sweep, curves = {}, {}, {}
+    for s, j in zip(SEEDS, JITTER):
+        levels = {"dense": 0.1, "topk": 0.0, "rf": rf_gap + j, "rf_mu0": rf_gap, "rf_mu100": rf_gap}
+        cvs = {"rf_mu0": np.add(cv_mu0, j), "rf_mu100": np.subtract(cv_mu1, j)}
+        for arm, level in levels.items():
+            e_cv, t_cv = cvs.get(arm, (0.5, 0.5))
+            key = arms.run_key(arm, s)
+            runs[key] = record(arm, s, level, float(e_cv), float(t_cv), rho + j / 3)
+            curves[key] = [[50, 2.3 + level], [100, 2.0 + level]]
+        sweep[arms.run_key("rf", s)] = {"trained_theta": 0.2, "sweep": {
+            str(t): {"val_loss": 2.0 + levels["rf"] + sweep_curve(t), "density": 0.25,
+                     "window_loss": windows(levels["rf"] + sweep_curve(t), s, "rf")} for t in THETAS}}
+    return runs, sweep, curves
+
+
+def verdicts(**kw) -> dict:
+    runs, sweep, curves = constructed(**kw)
+    m = effects.decide(runs, sweep, MUS, MINI_RF, curves)
+    return {v["id"]: v["verdict"] for v in evaluate_claims(CLAIMS, m)}
+
+
+def v_shape(t: float) -> float:
+    return 1.5 * abs(t - 0.2)
+
+
+NOT_DECIDED_FOR = (NOT_REPRODUCED, INCONCLUSIVE)
+
+
+def test_clear_effects_reproduce_every_claim():
+    v = verdicts(rf_gap=-0.1, cv_mu0=(0.9, 0.2), cv_mu1=(0.3, 0.6), sweep_curve=v_shape)
+    assert v == {"R1": REPRODUCED, "R2": REPRODUCED, "R3": REPRODUCED, "R4": REPRODUCED}
+
+
+def test_r1_null_no_loss_gap():
+    assert verdicts(rf_gap=0.0)["R1"] in NOT_DECIDED_FOR
+    assert verdicts(rf_gap=+0.1)["R1"] == NOT_REPRODUCED
+
+
+def test_r2_null_density_off_target():
+    assert verdicts(rho=0.44)["R2"] == NOT_REPRODUCED
+    assert verdicts(rho=0.30)["R2"] in NOT_DECIDED_FOR  # gaps 0.04-0.06 straddle 0.05
+
+
+def test_r3_null_mu_changes_nothing():
+    assert verdicts()["R3"] in NOT_DECIDED_FOR
+    assert verdicts(cv_mu0=(0.3, 0.6), cv_mu1=(0.9, 0.2))["R3"] == NOT_REPRODUCED  # the other way round
+
+
+def test_r4_null_flat_curve_is_not_reproduced():
+    assert verdicts(sweep_curve=lambda t: 0.0)["R4"] == NOT_REPRODUCED
+
+
+def test_r4_rise_within_seed_spread_is_not_reproduced():
+    assert verdicts(sweep_curve=lambda t: 0.1 * abs(t - 0.2))["R4"] == NOT_REPRODUCED  # rises 0.01-0.02 < 0.03
+
+
+def test_r4_dip_is_not_monotone_and_a_jump_is_not_smooth():
+    runs, sweep, curves = constructed(sweep_curve=lambda t: {0.3: 0.05}.get(t, v_shape(t)))  # 0.3 below 0.25
+    r4 = effects.decide(runs, sweep, MUS, MINI_RF, curves)["r4"]
+    assert r4["min_step_away"]["value"] == pytest.approx(-0.025)
+    assert r4["min_step_away"]["ci"][1] < 0 and r4["rise_above_beyond_spread"]["ci"][0] > 0
+    assert r4["max_step_rel"]["value"] == pytest.approx(0.25 / 2.0)  # 0.3 -> 0.4, over the trained loss
+    assert verdicts(sweep_curve=lambda t: v_shape(t) + (0.5 if t == 0.4 else 0))["R4"] == NOT_REPRODUCED
+
+
+def test_steps_away_and_relative_steps():
+    curve = np.array([2.1, 2.0, 2.3, 2.2])
+    assert effects.steps_away(curve, 1).tolist() == pytest.approx([0.1, 0.3, -0.1])
+    assert effects.min_step_away(curve, 1) == pytest.approx(-0.1)
+    assert effects.max_step_rel(curve, 1) == pytest.approx(0.15)
+    batch = np.stack([curve, curve + 1])  # vectorised over leading axes (the bootstrap's resamples)
+    assert effects.min_step_away(batch, 1).tolist() == pytest.approx([-0.1, -0.1])
+
+
+def test_effects_are_paired_and_tables_render():
+    runs, sweep, curves = constructed(rf_gap=-0.1, sweep_curve=v_shape)
+    m = effects.decide(runs, sweep, MUS, MINI_RF, curves)
+    r1 = m["r1"]["rf_minus_topk_loss"]
+    assert r1["value"] == pytest.approx(-0.1, abs=0.01)
+    assert (r1["unit"], r1["n"], r1["n_items"]) == ("seeds x items", 3, 96)
+    # the windows' shared difficulty (std 0.3) cancels in the pairing: the interval is the seeds' jitter
+    assert r1["ci"][1] - r1["ci"][0] < 0.1
+    assert m["r2"]["abs_gap"]["value"] == pytest.approx(0.02 / 3)
+    assert m["r3"]["expert_cv_mu0_minus_mu1"]["samples"] == pytest.approx([0.06, -0.06, 0.0])
+    assert [c["step"] for c in m["r1"]["curve"]] == [50, 100]
+    assert m["r1"]["curve"][-1]["value"] == pytest.approx(-0.1)
+    tables = effects.report_tables(m, runs)
+    assert "| rf |" in tables and "| 100 | -0.1000 |" in tables and "items only" in tables
+
+
+def test_undefined_cv_is_not_checkable():
+    runs, sweep, curves = constructed()
+    runs["rf_mu0_s1"]["expert_load_cv"] = None
+    m = effects.decide(runs, sweep, MUS, MINI_RF, curves)
+    assert m["r3"]["expert_cv_mu0_minus_mu1"]["value"] is None
+    r3 = next(v for v in evaluate_claims(CLAIMS, m) if v["id"] == "R3")
+    assert r3["checks"][0]["verdict"] == NOT_CHECKABLE and "seed(s) [1]" in r3["checks"][0]["reason"]
+
+
+def test_routing_stats_window_losses_match_the_models_loss():
+    from repro.models.training import mean_loss
+
+    torch.manual_seed(0)
+    model = method.build_model(TINY, RF, vocab_size=64).eval()
+    batches = [torch.randint(0, 64, (3, 16)) for _ in range(2)]
+    stats = method.routing_stats(model, batches)
+    assert len(stats["window_loss"]) == 6
+    with torch.no_grad():
+        ref = mean_loss(lambda b: model(input_ids=b, labels=b).loss, batches)
+    assert stats["val_loss"] == pytest.approx(ref, rel=1e-5)
 
 
 # ---------------------------------------------------------------- the `paper` profile's code path
@@ -239,7 +357,7 @@ def test_paper_profile_chain_on_local_files(tmp_path):
                    [("data", r / "data"), (arms.run_key("rf", 0), r / "rf")])
     assert set(th["runs"]["rf_s0"]["sweep"]) == {str(v) for v in sec["threshold"]["values"]}
     run_stage("routing_free_moe", evaluate, path, r / "evaluate", ["evaluate"], [("data", r / "data"), *keys])
-    m = run_stage("routing_free_moe", analysis, path, r / "analysis", ["arms", "mu_sweep", "analysis"],
+    m = run_stage("routing_free_moe", analysis, path, r / "analysis", ["arms", "mu_sweep"],
                   [("evaluate", r / "evaluate"), ("threshold", r / "threshold")])
     assert {"r1", "r2", "r3", "r4"} <= set(m)
     assert (r / "analysis" / "density.png").stat().st_size > 1000

@@ -15,4 +15,4 @@ evaluate = stage("routing_free_moe", "evaluate",
                  input={"data": data, **outputs("routing_free_moe", "train", RUN_KEY)}, reads=["evaluate"],
                  gpu=True, snapshot=True)
 stage("routing_free_moe", "analysis", input={"evaluate": evaluate, "threshold": threshold},
-      reads=["arms", "mu_sweep", "analysis"], summary=True, snapshot=True)
+      reads=["arms", "mu_sweep"], summary=True, snapshot=True)

@@ -14,11 +14,10 @@ def smooth(values: list[float], width: int) -> np.ndarray:
     return np.convolve(v, np.ones(width) / width, mode="valid")
 
 
-
 def loss_figure(runs: dict, curves: dict, path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm, rs in effects.by_arm(runs).items():
-        vc = [curves[run_key(arm, r["seed"])]["val_curve"] for r in rs]
+    for arm, rs in effects.by_seed(runs).items():
+        vc = [curves[run_key(arm, seed)]["val_curve"] for seed in rs]
         steps = [s for s, _ in vc[0]]
         mean = np.mean([[v for _, v in c] for c in vc], axis=0)
         ax.plot(steps, mean, "o-" if arm in ("dense", "topk", "rf") else "--", ms=3,
@@ -91,7 +90,7 @@ def run(ctx: StageContext) -> dict:
     sweep = read_metrics(ctx.inputs["threshold"])["runs"]
     rf = ctx.params["arms"]["rf"]
     mus = mu_arms(ctx.params)
-    m = effects.decide(runs, sweep, mus, rf, ctx.params["analysis"]["r4_tolerance"])
+    m = effects.decide(runs, sweep, mus, rf, {k: c["val_curve"] for k, c in curves.items()})
     loss_figure(runs, curves, ctx.out / "val_loss.png")
     control_figure(curves, mus, rf["density_target"], "rho", ctx.out / "density.png")
     control_figure(curves, mus, rf["density_target"], "lambda", ctx.out / "lambda.png", log=True)

@@ -1,56 +1,143 @@
-"""The numbers that decide R1-R4, from the evaluate and threshold-sweep metrics, and report tables.
+"""The effects that decide R1-R4, with 95% intervals, from the evaluate and threshold-sweep metrics;
+and the report tables.
 
-Pure functions over metrics dicts, so the decisions are unit-tested on constructed numbers.
+Every arm trains on the same seeds with the same data order, and every model is evaluated on the same
+validation windows, so comparisons are paired by seed, and by window where per-window losses exist
+(R1, R4's rises: hierarchical, seeds then windows). Pure functions over metrics dicts, so the
+decisions are unit-tested on constructed numbers.
 """
 from __future__ import annotations
 
 import math
 import statistics
+from typing import Callable
 
-from repro.papers.routing_free_moe._arms import MAIN_ARMS
+import numpy as np
+
+from repro.papers.routing_free_moe._arms import MAIN_ARMS, run_key
+from repro.report import intervals
 from repro.report.verdicts import fmt_number
 
 
-def spread(values: list[float]) -> dict:
-    """mean, sample std (0 for one seed), min, max."""
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
-
-
-def by_arm(runs: dict) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
+def by_seed(runs: dict) -> dict[str, dict[int, dict]]:
+    """arm -> seed -> run record."""
+    out: dict[str, dict[int, dict]] = {}
     for r in sorted(runs.values(), key=lambda r: (r["arm"], r["seed"])):
-        out.setdefault(r["arm"], []).append(r)
+        out.setdefault(r["arm"], {})[r["seed"]] = r
     return out
 
 
-def monotone_away(thetas: list[float], losses: list[float], trained: float, tol: float) -> bool:
-    """Loss never drops (beyond tol x the trained loss) while theta moves away from its trained value."""
-    i0 = thetas.index(trained)
-    slack = tol * losses[i0]
-    left = losses[i0::-1]
-    right = losses[i0:]
-    return all(b >= a - slack for side in (left, right) for a, b in zip(side, side[1:]))
+def shared_seeds(*arms: dict[int, dict]) -> list[int]:
+    """The seeds every arm trained: the pairs of a paired comparison."""
+    seeds = sorted(set.intersection(*(set(a) for a in arms)))
+    if not seeds:
+        raise ValueError("the compared arms share no seed")
+    return seeds
 
 
-def threshold_sweep(sweep_runs: dict, trained: float, tol: float) -> dict:
-    """Mean loss/density per theta over seeds; monotone away from the trained theta; largest jump."""
+def paired_windows(a: dict[int, dict], b: dict[int, dict]) -> dict:
+    """a - b in validation loss: per seed, per window (the arms see the same windows), hierarchical."""
+    return intervals.hierarchical([np.subtract(a[s]["window_loss"], b[s]["window_loss"])
+                                   for s in shared_seeds(a, b)])
+
+
+def paired_seeds(a: dict[int, dict], b: dict[int, dict], key: str, what: str) -> dict:
+    """a - b of one per-model number, paired by seed; unmeasured where a model has none."""
+    seeds = shared_seeds(a, b)
+    missing = [s for s in seeds for r in (a[s], b[s]) if r[key] is None]
+    if missing:
+        return intervals.unmeasured(f"{what} undefined (no expert active) for seed(s) {sorted(set(missing))}")
+    return intervals.paired_diff([a[s][key] for s in seeds], [b[s][key] for s in seeds])
+
+
+def curve_gap(curves: dict[str, list], a: dict[int, dict], b: dict[int, dict]) -> list[dict]:
+    """a - b validation loss at every validation point of training, paired by seed (for the tables).
+    `curves`: run key -> [[step, loss], ...]."""
+    seeds = shared_seeds(a, b)
+    va = [dict(curves[run_key(a[s]["arm"], s)]) for s in seeds]
+    vb = [dict(curves[run_key(b[s]["arm"], s)]) for s in seeds]
+    return [{"step": step, **intervals.paired_diff([x[step] for x in va], [y[step] for y in vb])}
+            for step in sorted(va[0])]
+
+
+# ---------------------------------------------------------------- R4: the inference threshold sweep
+def sweep_matrix(sweep_runs: dict, trained: float) -> dict:
+    """Per seed (rows) and swept theta (columns, ascending): loss, density, per-window losses."""
+    keys = sorted(sweep_runs)
     thetas = sorted({float(t) for r in sweep_runs.values() for t in r["sweep"]})
-    loss = [statistics.mean(r["sweep"][str(t)]["val_loss"] for r in sweep_runs.values()) for t in thetas]
-    density = [statistics.mean(r["sweep"][str(t)]["density"] for r in sweep_runs.values()) for t in thetas]
-    base = loss[thetas.index(trained)]
-    return {"trained_theta": trained, "thetas": thetas, "val_loss": loss, "density": density,
-            "loss_rise": [x - base for x in loss],
-            "monotone": monotone_away(thetas, loss, trained, tol),
-            "max_step_rel": max(abs(b - a) / base for a, b in zip(loss, loss[1:]))}
+    if trained not in thetas:
+        raise ValueError(f"the threshold sweep {thetas} lacks the trained theta {trained}")
+    cell = lambda k, t, f: sweep_runs[k]["sweep"][str(t)][f]  # noqa: E731
+    return {"runs": keys, "thetas": thetas, "i0": thetas.index(trained),
+            "loss": np.array([[cell(k, t, "val_loss") for t in thetas] for k in keys]),
+            "density": np.array([[cell(k, t, "density") for t in thetas] for k in keys]),
+            "windows": [[np.asarray(cell(k, t, "window_loss")) for t in thetas] for k in keys]}
 
 
-def mu_table(runs: dict, mu_arms: dict[float, str]) -> dict[str, dict]:
+def steps_away(curve: np.ndarray, i0: int) -> np.ndarray:
+    """Loss change of every adjacent step moving away from the trained theta (index i0), on the last
+    axis: positive = the loss rises as theta leaves its trained value."""
+    left = curve[..., :i0] - curve[..., 1:i0 + 1]
+    right = curve[..., i0 + 1:] - curve[..., i0:-1]
+    return np.concatenate([left, right], axis=-1)
+
+
+def min_step_away(curve: np.ndarray, i0: int) -> np.ndarray:
+    return steps_away(curve, i0).min(-1)
+
+
+def max_step_rel(curve: np.ndarray, i0: int) -> np.ndarray:
+    """Largest jump between adjacent thetas, relative to the loss at the trained theta."""
+    return np.abs(np.diff(curve, axis=-1)).max(-1) / curve[..., i0]
+
+
+def of_mean_curve(loss: np.ndarray, statistic: Callable[[np.ndarray, int], np.ndarray], i0: int) -> dict:
+    """`statistic` of the seed-mean curve, its interval resampling whole seeds (each draw takes a
+    seed's curve with all its thetas, so the pairing across thetas stays). The bootstrap runs over
+    seed indices: the statistic looks their curves up."""
+    def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        return statistic(loss[np.asarray(idx, dtype=int)].mean(axis=-2), i0)
+
+    return intervals.bootstrap(np.arange(len(loss)), "seeds", stat)
+
+
+def rise_to(m: dict, j: int, side: str) -> tuple[dict, dict]:
+    """Loss at theta index j minus at the trained theta (per window, paired by seed), and the same
+    minus the seed spread of the trained loss (its std over seeds)."""
+    i0 = m["i0"]
+    if j == i0:
+        reason = f"no theta {side} the trained one ({m['thetas'][i0]}) in the sweep"
+        return intervals.unmeasured(reason), intervals.unmeasured(reason)
+    rise = intervals.hierarchical([w[j] - w[i0] for w in m["windows"]])
+    at_trained = m["loss"][:, i0]
+    spread = statistics.stdev(at_trained) if len(at_trained) > 1 else 0.0
+    return rise, intervals.shift(rise, spread, ci_items=[x - spread for x in rise["ci_items"]],
+                                 seed_spread=spread, theta=m["thetas"][j])
+
+
+def threshold_sweep(sweep_runs: dict, trained: float) -> dict:
+    """R4: loss rises on both sides of the trained theta by more than the seed spread, monotonically
+    (smallest step away from it, on the seed-mean curve), smoothly (largest relative step)."""
+    m = sweep_matrix(sweep_runs, trained)
+    i0, n_thetas = m["i0"], len(m["thetas"])
+    rise_below, beyond_below = rise_to(m, 0, "below")
+    rise_above, beyond_above = rise_to(m, n_thetas - 1, "above")
+    mean = m["loss"].mean(0)
+    return {"trained_theta": trained, "thetas": m["thetas"], "seeds": len(m["runs"]),
+            "val_loss": mean.tolist(), "density": m["density"].mean(0).tolist(),
+            "loss_rise": (mean - mean[i0]).tolist(), "steps_away": steps_away(mean, i0).tolist(),
+            "rise_below": rise_below, "rise_above": rise_above,
+            "rise_below_beyond_spread": beyond_below, "rise_above_beyond_spread": beyond_above,
+            "min_step_away": of_mean_curve(m["loss"], min_step_away, i0),
+            "max_step_rel": of_mean_curve(m["loss"], max_step_rel, i0)}
+
+
+# ---------------------------------------------------------------- R3: the mu sweep
+def mu_table(arms: dict[str, dict[int, dict]], mu_arms: dict[float, str]) -> dict[str, dict]:
     """Per mu: expert-load and token-compute CV, dead experts, loss, density (means over seeds)."""
-    arms = by_arm(runs)
     out = {}
     for mu, name in mu_arms.items():
-        rs = arms[name]
+        rs = list(arms[name].values())
         mean = lambda k: statistics.mean(r[k] for r in rs) if all(r[k] is not None for r in rs) else None  # noqa: E731
         out[str(mu)] = {"arm": name, "seeds": len(rs), "expert_load_cv": mean("expert_load_cv"),
                         "token_compute_cv": mean("token_compute_cv"), "dead_experts": mean("dead_experts"),
@@ -58,71 +145,107 @@ def mu_table(runs: dict, mu_arms: dict[float, str]) -> dict[str, dict]:
     return out
 
 
-def _diff(a, b):
-    return None if a is None or b is None else a - b
-
-
-def decide(runs: dict, sweep_runs: dict, mu_arms: dict[float, str], rf: dict, r4_tolerance: float) -> dict:
-    """Claim metrics: r1 (loss vs top-k), r2 (density at target), r3 (mu trade-off), r4 (theta sweep)."""
-    arms = by_arm(runs)
-    loss = {a: spread([r["val_loss"] for r in arms[a]]) for a in MAIN_ARMS}
-    seeds_won = sum(r["val_loss"] < t["val_loss"] for r, t in zip(arms["rf"], arms["topk"]))
-    rho = spread([r["rho_final"] for r in arms["rf"]])
-    mus = mu_table(runs, mu_arms)
-    lo, hi = mus[str(min(mu_arms))], mus[str(max(mu_arms))]
+def decide(runs: dict, sweep_runs: dict, mu_arms: dict[float, str], rf: dict, val_curves: dict) -> dict:
+    """Claim effects: r1 (loss vs top-k), r2 (density at target), r3 (mu trade-off), r4 (theta sweep).
+    `val_curves`: run key -> [[step, validation loss], ...] recorded during training."""
+    arms = by_seed(runs)
+    lo, hi = arms[mu_arms[min(mu_arms)]], arms[mu_arms[max(mu_arms)]]
+    target = rf["density_target"]
     return {
-        "arms": {a: {"val_loss": loss[a], "bits_per_token": loss[a]["mean"] / math.log(2),
-                     "active_ffn_params_per_layer": arms[a][0]["active_ffn_params_per_layer"],
-                     "params_non_embedding": arms[a][0]["params_non_embedding"]} for a in MAIN_ARMS},
-        "r1": {"rf_minus_topk_loss": loss["rf"]["mean"] - loss["topk"]["mean"],
-               "rf_minus_dense_loss": loss["rf"]["mean"] - loss["dense"]["mean"],
-               "seeds_rf_beats_topk": seeds_won, "seeds": len(arms["rf"]),
-               "rf_mean_train_density": statistics.mean(r.get("rho_mean_train") or 0.0 for r in arms["rf"])},
-        "r2": {"target": rf["density_target"], "rho_final": rho, "abs_gap": abs(rho["mean"] - rf["density_target"]),
-               "rho_eval": statistics.mean(r["density"] for r in arms["rf"]),
-               "lambda_final": statistics.mean(r["lambda_final"] for r in arms["rf"])},
-        "r3": {"mu": mus, "mu_low": min(mu_arms), "mu_high": max(mu_arms),
-               "expert_cv_mu0_minus_mu1": _diff(lo["expert_load_cv"], hi["expert_load_cv"]),
-               "token_cv_mu1_minus_mu0": _diff(hi["token_compute_cv"], lo["token_compute_cv"])},
-        "r4": threshold_sweep(sweep_runs, rf["threshold"], r4_tolerance),
+        "arms": {a: {"val_loss": intervals.spread([r["val_loss"] for r in arms[a].values()]),
+                     "bits_per_token": statistics.mean(r["val_loss"] for r in arms[a].values()) / math.log(2),
+                     "active_ffn_params_per_layer": next(iter(arms[a].values()))["active_ffn_params_per_layer"],
+                     "params_non_embedding": next(iter(arms[a].values()))["params_non_embedding"]}
+                 for a in MAIN_ARMS},
+        "r1": {"rf_minus_topk_loss": paired_windows(arms["rf"], arms["topk"]),
+               "rf_minus_dense_loss": paired_windows(arms["rf"], arms["dense"]),
+               "seeds_rf_beats_topk": sum(arms["rf"][s]["val_loss"] < arms["topk"][s]["val_loss"]
+                                          for s in shared_seeds(arms["rf"], arms["topk"])),
+               "rf_mean_train_density": intervals.spread([r["rho_mean_train"] for r in arms["rf"].values()]),
+               "curve": curve_gap(val_curves, arms["rf"], arms["topk"])},
+        "r2": {"target": target, "rho_final": intervals.spread([r["rho_final"] for r in arms["rf"].values()]),
+               "abs_gap": intervals.mean_ci([abs(r["rho_final"] - target) for r in arms["rf"].values()]),
+               "rho_eval": statistics.mean(r["density"] for r in arms["rf"].values()),
+               "lambda_final": statistics.mean(r["lambda_final"] for r in arms["rf"].values())},
+        "r3": {"mu": mu_table(arms, mu_arms), "mu_low": min(mu_arms), "mu_high": max(mu_arms),
+               "expert_cv_mu0_minus_mu1": paired_seeds(lo, hi, "expert_load_cv", "expert-load CV"),
+               "token_cv_mu1_minus_mu0": paired_seeds(hi, lo, "token_compute_cv", "token-compute CV")},
+        "r4": threshold_sweep(sweep_runs, rf["threshold"]),
     }
 
 
+# ---------------------------------------------------------------- report tables
+def _ci(e: dict, spec: str = "+.4f", key: str = "ci") -> str:
+    lo, hi = e.get(key) or (None, None)
+    return "n/a" if lo is None else f"[{lo:{spec}}, {hi:{spec}}]"
+
+
+def _effect_row(name: str, e: dict, spec: str = "+.4f") -> str:
+    if e["value"] is None:
+        return f"| {name} | n/a | n/a | n/a | {e['reason']} |"
+    return (f"| {name} | {e['value']:{spec}} | {_ci(e, spec)} | {_ci(e, spec, 'ci_items')} | "
+            f"{e['n']} {e['unit']} |")
+
 
 def report_tables(m: dict, runs: dict) -> str:
-    """Markdown sections of the report: arms, density control, mu sweep, threshold sweep."""
-    lines = ["## Pre-training arms (validation loss in nats per byte, mean ± std over seeds)", "",
-             "| arm | active FFN params / token / layer | non-embedding params | val loss | min-max | bits/byte "
-             "| seeds |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown sections of the report: what the seeds vary, arms, the R1 gap along training, density
+    control, the mu sweep, the threshold sweep, and every effect with seed and window intervals."""
+    r1, r2, r3, r4 = m["r1"], m["r2"], m["r3"], m["r4"]
+    lines = ["## What the seeds vary", "",
+             "The corpus (data stage) is one for every arm and seed. Each training job is one (arm, seed): the "
+             "seed sets the initial weights and the order of the training batches, and every arm of a seed "
+             "sees the same batches. evaluate and threshold run each trained model on the same fixed "
+             "validation windows, so arms are paired by seed and by window.", "",
+             "## Effects (95% intervals: over seeds, resampling windows within seeds where per-window losses "
+             "exist; 'items only' holds the seeds fixed)", "",
+             "| effect | value | interval (seeds x windows) | items only | n |", "|---|---|---|---|---|"]
+    rows = [("R1 rf - top-k val loss", r1["rf_minus_topk_loss"]), ("rf - dense val loss", r1["rf_minus_dense_loss"]),
+            ("R2 mean over seeds of abs(rho_final - rho*)", r2["abs_gap"]),
+            ("R3 expert-load CV mu_low - mu_high", r3["expert_cv_mu0_minus_mu1"]),
+            ("R3 token-compute CV mu_high - mu_low", r3["token_cv_mu1_minus_mu0"]),
+            ("R4 rise to the lowest theta", r4["rise_below"]), ("R4 rise to the highest theta", r4["rise_above"]),
+            ("R4 rise to the lowest theta beyond the seed spread", r4["rise_below_beyond_spread"]),
+            ("R4 rise to the highest theta beyond the seed spread", r4["rise_above_beyond_spread"]),
+            ("R4 smallest step away from the trained theta (mean curve)", r4["min_step_away"]),
+            ("R4 largest step / trained loss (mean curve)", r4["max_step_rel"])]
+    lines += [_effect_row(name, e) for name, e in rows]
+    lines += ["", "R2 and R3 are per-model numbers (density over training's last 10% of steps; CVs over all "
+              "validation tokens): their intervals are over seeds only.", "",
+              "## Pre-training arms (validation loss in nats per byte, mean ± std over seeds)", "",
+              "| arm | active FFN params / token / layer | non-embedding params | val loss | min-max | bits/byte "
+              "| seeds |", "|---|---|---|---|---|---|---|"]
     for a, v in m["arms"].items():
         s = v["val_loss"]
         lines.append(f"| {a} | {v['active_ffn_params_per_layer']:,.0f} | {v['params_non_embedding']:,} | "
                      f"{s['mean']:.4f} ± {s['std']:.4f} | {s['min']:.4f}-{s['max']:.4f} | "
                      f"{v['bits_per_token']:.3f} | {s['n']} |")
-    r1 = m["r1"]
-    lines += ["", f"Routing-free minus top-k: {r1['rf_minus_topk_loss']:+.4f} nats "
-              f"(routing-free lower on {r1['seeds_rf_beats_topk']} of {r1['seeds']} seeds); "
-              f"routing-free minus dense: {r1['rf_minus_dense_loss']:+.4f}. Active parameters are matched at the "
-              f"target density; averaged over training the routing-free arm ran at density "
-              f"{r1['rf_mean_train_density']:.3f} (every expert starts active until lambda grows).", "",
-              f"## Density control (target rho* = {m['r2']['target']})", "",
+    dens = r1["rf_mean_train_density"]
+    lines += ["", f"Routing-free lower than top-k on {r1['seeds_rf_beats_topk']} of "
+              f"{r1['rf_minus_topk_loss']['n']} seeds. Active parameters are matched at the target density; "
+              f"averaged over training the routing-free arm ran at density {dens['mean']:.3f} ± {dens['std']:.3f} "
+              "(every expert starts active until lambda grows).", "",
+              "## R1 along training: routing-free minus top-k validation loss (training's validation windows, "
+              "paired by seed)", "", "| step | rf - top-k | 95% CI (seeds) | seeds |", "|---|---|---|---|"]
+    lines += [f"| {c['step']} | {c['value']:+.4f} | {_ci(c)} | {c['n']} |" for c in r1["curve"]]
+    lines += ["", f"## Density control (target rho* = {r2['target']})", "",
               "| run | rho_final (train, last 10% of steps) | density on validation | lambda_final | dead experts |",
               "|---|---|---|---|---|"]
     for key, r in sorted(runs.items()):
         if r["kind"] == "routing_free":
             lines.append(f"| {key} | {fmt_number(r['rho_final'], '.4f')} | {fmt_number(r['density'], '.4f')} | "
                          f"{fmt_number(r['lambda_final'], '.3g')} | {r['dead_experts']} / {r['experts_total']} |")
-    lines += ["", "## mu sweep: expert balance (mu = 1) vs token balance (mu = 0)", "",
+    lines += ["", "## mu sweep: expert balance (mu = 1) vs token balance (mu = 0), means over seeds", "",
               "| mu | arm | expert-load CV | token-compute CV | dead experts | val loss | density | seeds |",
               "|---|---|---|---|---|---|---|---|"]
-    for mu, v in m["r3"]["mu"].items():
+    for mu, v in r3["mu"].items():
         lines.append(f"| {mu} | {v['arm']} | {fmt_number(v['expert_load_cv'], '.4f')} | "
                      f"{fmt_number(v['token_compute_cv'], '.4f')} | {fmt_number(v['dead_experts'], '.1f')} | "
                      f"{fmt_number(v['val_loss'], '.4f')} | {fmt_number(v['density'], '.4f')} | {v['seeds']} |")
-    r4 = m["r4"]
-    lines += ["", f"## Inference threshold sweep (trained at theta = {r4['trained_theta']}, mean over seeds)", "",
-              "| theta | val loss | change vs trained theta | density |", "|---|---|---|---|"]
+    lines += ["", f"## Inference threshold sweep (trained at theta = {r4['trained_theta']}, mean over "
+              f"{r4['seeds']} seeds)", "", "| theta | val loss | change vs trained theta | density |",
+              "|---|---|---|---|"]
     for t, lo, d, dens in zip(r4["thetas"], r4["val_loss"], r4["loss_rise"], r4["density"]):
         lines.append(f"| {t} | {lo:.4f} | {d:+.4f} | {dens:.3f} |")
+    lines += ["", "Steps moving away from the trained theta (mean curve, lowest theta first, then the "
+              "upper side): " + ", ".join(f"{s:+.4f}" for s in r4["steps_away"]) + "."]
     return "\n".join(lines) + "\n"

@@ -207,20 +207,18 @@ def active_ffn_params(arm: dict, hidden: int, intermediate: int) -> float:
 
 @torch.no_grad()
 def routing_stats(model, batches: list[torch.Tensor]) -> dict:
-    """Validation loss and, for routing-free layers, who is active: density, load and compute spread."""
-    from repro.models.training import mean_loss
-
+    """Validation loss (overall and per window: the items the claims' intervals resample) and, for
+    routing-free layers, who is active: density, load and compute spread."""
     layers = _layers_of(model, RoutingFreeMoE)
-    masks = []
-
-    def forward_loss(b):
-        out = model(input_ids=b, labels=b).loss
+    windows, masks = [], []
+    for b in batches:
+        logits = model(input_ids=b).logits[:, :-1].float()
+        nll = F.cross_entropy(logits.flatten(0, 1), b[:, 1:].flatten(), reduction="none")
+        windows += nll.view(b.shape[0], -1).mean(1).tolist()
         if layers:
             masks.append(torch.cat([(l.last_scores >= l.threshold) for l in layers], -1).float())
-        return out
-
-    val = mean_loss(forward_loss, batches)
-    stats = {"val_loss": val, "val_bits_per_token": val / math.log(2)}
+    val = sum(windows) / len(windows)  # windows have equal length: the token-weighted mean
+    stats = {"val_loss": val, "val_bits_per_token": val / math.log(2), "window_loss": windows}
     if layers:
         m = torch.cat(masks)  # [tokens, layers * experts]
         load, per_token = m.mean(0), m.sum(1)

@@ -17,7 +17,7 @@ def run(ctx: StageContext) -> dict:
         for theta in ctx.params["threshold"]["values"]:
             set_threshold(model, theta)
             s = routing_stats(model, batches)
-            sweep[str(float(theta))] = {"val_loss": s["val_loss"], "density": s["density"]}
+            sweep[str(float(theta))] = {k: s[k] for k in ("val_loss", "density", "window_loss")}
         runs[key] = {"trained_theta": arm["threshold"], "sweep": sweep}
     return {"runs": runs}
 
