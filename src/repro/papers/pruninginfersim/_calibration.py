@@ -8,6 +8,16 @@ import torch.nn.functional as F
 from repro.models.decoder import Linear
 
 
+def run_hooked(model, batches: list[torch.Tensor], hooks: list) -> None:
+    """Forward every calibration batch with `hooks` attached; detach them whatever happens."""
+    try:
+        for batch in batches:
+            model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 @torch.no_grad()
 def input_norms(model, batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Wanda statistics: ||X_j||_2 over calibration tokens for every linear's input column j."""
@@ -17,14 +27,8 @@ def input_norms(model, batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         x = args[0].reshape(-1, args[0].shape[-1]).float()
         sums[mod.name] = sums.get(mod.name, 0) + x.pow(2).sum(0)
 
-    hooks = [m.register_forward_pre_hook(hook) for m in model.modules()
-             if isinstance(m, Linear) and m.name != "lm_head"]
-    try:
-        for batch in batches:
-            model(batch)
-    finally:
-        for h in hooks:
-            h.remove()
+    run_hooked(model, batches, [m.register_forward_pre_hook(hook) for m in model.modules()
+                                if isinstance(m, Linear) and m.name != "lm_head"])
     return {name: s.sqrt() for name, s in sums.items()}
 
 
@@ -49,14 +53,8 @@ def block_influence(model, batches: list[torch.Tensor]) -> dict[str, list[float]
 
         return [norm.register_forward_pre_hook(before), sublayer.register_forward_hook(after)]
 
-    hooks = [hk for i, b in enumerate(model.blocks)
-             for hk in watch(i, "attn", b.attn_norm, b.attn) + watch(i, "mlp", b.mlp_norm, b.mlp)]
-    try:
-        for batch in batches:
-            model(batch)
-    finally:
-        for h in hooks:
-            h.remove()
+    run_hooked(model, batches, [hk for i, b in enumerate(model.blocks)
+                                for hk in watch(i, "attn", b.attn_norm, b.attn) + watch(i, "mlp", b.mlp_norm, b.mlp)])
     tokens = sum(batch.numel() for batch in batches)
     return {kind: [sums[i, kind] / tokens for i in range(len(model.blocks))] for kind in ("attn", "mlp")}
 
