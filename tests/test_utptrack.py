@@ -1,7 +1,9 @@
 """UTPTrack: the pruning mechanism on constructed attention (centre-token query, +1 and token-type
-bonuses, ceil keep counts, global indices, pruning before the MLP, zero-restored search map), the
-video generator and crops, tracking metrics on hand-computed boxes, the HF ViT mapping, claim
-decisions on constructed numbers, and the `paper` profile's code path on local files."""
+bonuses, ceil keep counts, global indices, pruning before the MLP, zero-restored search map), tokens
+per block counted in the forward against a hand count, the video generator and crops, tracking
+metrics on hand-computed boxes, the HF ViT mapping, null and clear effects for U1-U3 through the
+claims' checks, latency effects with the A/A control, and the `paper` profile's code path on local
+files."""
 import copy
 import json
 
@@ -13,10 +15,12 @@ import yaml
 from conftest import run_stage
 
 from repro.core import config as rc
+from repro.core.timing import AA
 from repro.data import video
 from repro.models import centre_head
 from repro.papers.utptrack import effects, method
 from repro.papers.utptrack.method import Pruning, Tokens
+from repro.report.verdicts import evaluate_claims
 
 # ---------------------------------------------------------------- pruning on constructed attention
 
@@ -152,6 +156,41 @@ def test_pruning_happens_after_attention_and_before_the_mlp(monkeypatch):
     assert [(b["search"], b["static"], b["dynamic"]) for b in trace] == out.counts
 
 
+# UTP on 4 blocks, by hand: block 0 reads 64 + 25 + 25 = 114 and keeps all; block 1 reads 114, CE keeps
+# ceil(0.7 * 64) = 45 for its MLP (95); block 2 reads 95, DTE and STE keep ceil(0.6 * 25) = 15 each
+# (45 + 15 + 15 = 75); block 3 reads 75, CE keeps ceil(0.7 * 45) = 32 (32 + 15 + 15 = 62)
+HAND = [(114, 114), (114, 95), (95, 75), (75, 62)]
+
+
+def test_forward_counts_the_tokens_each_block_processed():
+    model = tiny_tracker()
+    model.pruning = UTP
+    assert model(**inputs()).processed == HAND
+    model.pruning = Pruning()
+    assert model(**inputs()).processed == [(114, 114)] * 4
+
+
+def test_tracking_measures_tokens_per_block_and_the_pruned_fractions():
+    from repro.papers.utptrack import evaluate
+
+    model = tiny_tracker()
+    model.pruning = UTP
+    spec = video.VideoSpec(frame_size=64, frames=4, target_size=(10.0, 14.0))
+    videos = video.Videos(video.render_split((3, 0), 2, spec))
+    crops = {"template_factor": 2.0, "search_factor": 4.0, **CROPS}
+    ev = {"update_interval": 2, "update_threshold": 0.0, "precision_px": 20, "clip_margin": 2}
+    scores, _ = evaluate.evaluate(model, videos, crops, ev)
+    trace = scores["token_trace"]
+    assert [(b["in"], b["out"]) for b in trace] == HAND
+    assert [(b["search"], b["static"], b["dynamic"]) for b in trace] == [(64, 25, 25), (45, 25, 25), (45, 15, 15),
+                                                                        (32, 15, 15)]
+    pruned = scores["tokens_pruned"]
+    assert pruned["block_mean"] == pytest.approx(1 - (114 + 114 + 95 + 75) / (4 * 114))  # block 3's pruning: no count
+    assert pruned["final"] == pytest.approx(1 - 62 / 114)
+    assert pruned["mlp_block_mean"] == pytest.approx(1 - (114 + 95 + 75 + 62) / (4 * 114))
+    assert len(scores["per_sequence_auc"]) == 2
+
+
 def test_head_sees_full_search_map_with_zeros_where_pruned():
     model = tiny_tracker()
     model.pruning = Pruning({"ce": (3,)}, {"ce": 0.5})
@@ -181,7 +220,9 @@ def test_macs_and_tokens_pruned_of_the_mini_schedule():
     utp = method.Pruning.from_variant(p["variants"]["utptrack"])
     trace = method.token_trace(utp, 8, 64, 25)
     assert [b["out"] for b in trace] == [114, 114, 95, 75, 62, 50, 41, 35]
-    assert method.tokens_pruned(trace, 64, 25)["final"] == pytest.approx(1 - 35 / 114)
+    pruned = method.tokens_pruned(trace)
+    assert pruned["final"] == pytest.approx(1 - 35 / 114)
+    assert pruned["block_mean"] == pytest.approx(1 - (114 + 114 + 114 + 95 + 75 + 62 + 50 + 41) / (8 * 114))
     d, h = 64, 256
     full = method.token_trace(Pruning(), 8, 64, 25)
     m = method.macs(full, {"hidden_size": d, "intermediate_size": h, "patch_size": 8}, 64, 25, 64)
@@ -307,38 +348,124 @@ def test_hf_vit_maps_to_the_same_function(tmp_path):
     assert torch.equal(grid, pos[1:])
 
 
-def evals_for(auc: dict, per: dict) -> dict:
-    def ev(name, tokens):
-        trace = [{"out": tokens}]
-        return {"auc": auc[name], "precision": 0.5, "norm_precision": 0.4, "template_updates": 1,
-                "per_sequence_auc": per[name], "tokens_pruned": {"final": 1 - tokens / 114, "block_mean": 0.3},
-                "token_trace": trace, "macs": {"total": tokens * 1e6}}
+SEQS, SEEDS = 24, (0, 1, 2)
+ROLES = {"baseline": "baseline", "unified": "utptrack", "unaware": "ce_dte_ste", "search_only": "search_only"}
 
-    out = {n: {"finetuned": ev(n, t)} for n, t in (("baseline", 114), ("utptrack", 35), ("ce_dte_ste", 35),
-                                                    ("search_only", 53))}
-    out["utptrack"]["training_free"] = ev("utptrack", 35) | {"auc": 0.2}
+
+def run_metrics(per_seq: np.ndarray, block_in: list[float], free: np.ndarray | None = None) -> dict:
+    """One evaluate job's metrics: per-sequence AUCs and a measured token trace."""
+    def mode(aucs):
+        trace = [{"in": n, "out": n} for n in block_in]
+        return {"auc": float(aucs.mean()), "per_sequence_auc": aucs.tolist(), "precision": 0.5,
+                "norm_precision": 0.4, "template_updates": 3, "success": [0.5] * 21, "token_trace": trace,
+                "tokens_pruned": method.tokens_pruned(trace), "macs": {"total": 1e6 * sum(block_in)}}
+    out = {"finetuned": mode(per_seq), "keep": {}}
+    if free is not None:
+        out["training_free"] = mode(free)
     return out
 
 
-def test_decide_on_constructed_results():
-    per = {"baseline": [0.6, 0.6], "utptrack": [0.6, 0.56], "ce_dte_ste": [0.5, 0.6], "search_only": [0.4, 0.4]}
-    auc = {k: float(np.mean(v)) for k, v in per.items()}
-    roles = {"baseline": "baseline", "unified": "utptrack", "unaware": "ce_dte_ste", "search_only": "search_only"}
-    lat = {"baseline": {"b1": {"seconds": 1, "ms_per_frame": 1000, "speedup": 1.0}},
-           "utptrack": {"b1": {"seconds": 0.5, "ms_per_frame": 500, "speedup": 2.0}}}
-    m = effects.decide(evals_for(auc, per), lat, roles, bootstrap=100, seed=0)
-    assert m["u1"]["relative_auc"] == pytest.approx(0.58 / 0.6)
-    assert m["u1"]["relative_auc_training_free"] == pytest.approx(0.2 / 0.6)
-    assert m["u1"]["tokens_pruned_final"] == pytest.approx(1 - 35 / 114)
-    assert m["u2"]["unified_minus_search_only"] == pytest.approx(0.18)
-    assert m["u2"]["bootstrap"]["ci95"][0] > 0
-    assert m["u3"]["aware_minus_unaware"] == pytest.approx(0.03)
-    assert m["variants"]["utptrack/finetuned"]["latency"]["b1"]["speedup"] == 2.0
-    verdicts = {v["id"]: v["verdict"] for v in __import__("repro.report.verdicts", fromlist=["x"]).evaluate_claims(
-        rc.load_paper("utptrack")["claims"], m)}
-    assert verdicts == {"U1": "not reproduced", "U2": "reproduced", "U3": "reproduced"}  # 0.967 < 0.97
-    tables = effects.report_tables(m, {"utptrack": {"ce": 0.7}})
-    assert "| utptrack | training_free | 0.70/-/- |" in tables and "| utptrack | 500.00 | 2.00 | n/a |" in tables
+def constructed_evals(aucs: dict, pruned_in: list[float]) -> dict:
+    """variant -> seed -> metrics from per-seed per-sequence AUC arrays; pruned variants read
+    `pruned_in` tokens per block, the baseline 114."""
+    return {name: {s: run_metrics(a, [114.0] * len(pruned_in) if name == "baseline" else pruned_in,
+                                  None if name == "baseline" else a * 0.5)
+                   for s, a in zip(SEEDS, per_seed)} for name, per_seed in aucs.items()}
+
+
+def stable_latency() -> dict:
+    same = {"baseline_s": [1.0, 1.01, 0.99, 1.0], "variant_s": [1.0, 0.99, 1.01, 1.0]}
+    return {"pairs": {"b1": {AA: same, "utptrack": {"baseline_s": [1.0] * 4, "variant_s": [0.5, 0.52, 0.49, 0.5]}}}}
+
+
+def verdicts_for(aucs: dict, pruned_in: list[float]) -> dict:
+    m = effects.decide(constructed_evals(aucs, pruned_in), stable_latency(), ROLES)
+    return {v["id"]: v for v in evaluate_claims(rc.load_paper("utptrack")["claims"], m)}, m
+
+
+def arms(offsets: dict, noise: float, seed: int = 0) -> dict:
+    """Per-sequence AUCs: a shared per-sequence difficulty plus per-arm offsets and independent noise."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.uniform(0.3, 0.8, SEQS)
+    return {name: [np.clip(difficulty + off + rng.normal(0, noise, SEQS), 0, 1) for _ in SEEDS]
+            for name, off in offsets.items()}
+
+
+# 65% pruned on the block mean: mean of the tokens read per block = 0.35 x 114
+CLEAR_IN = [114.0, 40.0, 30.0, 30.0, 30.0, 30.0, 25.0, 20.2]
+NULL_IN = [114.0, 114.0, 114.0, 95.0, 75.0, 62.0, 50.0, 41.0]  # the mini schedule: 27% by the block mean
+
+
+def test_u1_clear_effect_is_reproduced():
+    v, m = verdicts_for(arms({"baseline": 0, "utptrack": 0.0, "ce_dte_ste": 0, "search_only": 0}, noise=0.005),
+                        CLEAR_IN)
+    tokens = m["u1"]["tokens_pruned_block_mean"]
+    assert tokens["unit"] == "by design" and tokens["value"] == pytest.approx(0.65)
+    assert m["u1"]["relative_auc"]["ci"][0] > 0.97
+    assert [c["verdict"] for c in v["U1"]["checks"]] == ["reproduced", "reproduced"]
+
+
+def test_u1_null_effects_are_not_reproduced():
+    # accuracy kept, but the block-mean pruning of the mini schedule stays below 60%
+    v, m = verdicts_for(arms({"baseline": 0, "utptrack": 0, "ce_dte_ste": 0, "search_only": 0}, noise=0.005), NULL_IN)
+    assert m["u1"]["tokens_pruned_block_mean"]["value"] == pytest.approx(1 - 665 / 912)
+    assert v["U1"]["checks"][0]["verdict"] == "not reproduced" and v["U1"]["verdict"] == "not reproduced"
+    # enough tokens pruned, but AUC at 97% of the baseline's, give or take noise: undecided or not reproduced
+    aucs = arms({"baseline": 0, "utptrack": 0, "ce_dte_ste": 0, "search_only": 0}, noise=0.01)
+    rng = np.random.default_rng(5)
+    aucs["utptrack"] = [0.97 * b + rng.normal(0, 0.03, SEQS) for b in aucs["baseline"]]
+    v, m = verdicts_for(aucs, CLEAR_IN)
+    assert m["u1"]["relative_auc"]["value"] == pytest.approx(0.97, abs=0.01)
+    assert v["U1"]["checks"][1]["verdict"] in ("inconclusive", "not reproduced")
+
+
+def test_ratio_is_the_ratio_of_means_with_a_paired_interval():
+    a = {0: np.array([0.5, 0.7]), 1: np.array([0.4, 0.6]), 2: np.array([0.6, 0.6])}
+    b = {0: np.array([0.6, 0.8]), 1: np.array([0.5, 0.7]), 2: np.array([0.6, 0.7])}
+    r = effects.ratio(a, b)
+    assert r["value"] == pytest.approx(np.mean([0.6, 0.5, 0.6]) / np.mean([0.7, 0.6, 0.65]))
+    assert r["ci"][0] <= r["value"] <= r["ci"][1] and r["n"] == 3 and r["n_items"] == 6
+    assert effects.ratio(b, b)["ci"] == pytest.approx([1.0, 1.0])  # identical arms: no spread at all
+    with pytest.raises(ValueError, match="not paired"):
+        effects.difference(a, {0: b[0], 1: b[1], 3: b[2]})
+
+
+@pytest.mark.parametrize("claim, arm, metric", [("U2", "search_only", "unified_minus_search_only"),
+                                                ("U3", "ce_dte_ste", "aware_minus_unaware")])
+def test_u2_u3_null_and_clear(claim, arm, metric):
+    base = {"baseline": 0, "utptrack": 0, "ce_dte_ste": 0, "search_only": 0}
+    # null: the two arms differ by noise alone (seed-level noise too: independent per seed)
+    v, m = verdicts_for(arms(base, noise=0.05, seed=1), CLEAR_IN)
+    assert v[claim]["verdict"] in ("inconclusive", "not reproduced")
+    e = m[claim.lower()][metric]
+    assert e["unit"] == "seeds x items" and e["n"] == 3 and e["n_items"] == 3 * SEQS
+    assert e["ci_items"][0] <= e["value"] <= e["ci_items"][1]
+    # the unified/aware arm below the other: not reproduced
+    v, _ = verdicts_for(arms({**base, arm: 0.1}, noise=0.02, seed=1), CLEAR_IN)
+    assert v[claim]["verdict"] == "not reproduced"
+    # clear: the unified/aware arm 0.05 above on every seed
+    v, m = verdicts_for(arms({**base, arm: -0.05}, noise=0.02, seed=1), CLEAR_IN)
+    assert v[claim]["verdict"] == "reproduced" and m[claim.lower()][metric]["value"] == pytest.approx(0.05, abs=0.01)
+
+
+def test_latency_effects_carry_the_aa_control():
+    lat = effects.latency_effects(stable_latency()["pairs"])["b1"]
+    assert lat["control"]["stable"] and lat["variants"]["utptrack"]["value"] == pytest.approx(2.0, abs=0.05)
+    assert "unstable" not in lat["variants"]["utptrack"]
+    shaky = stable_latency()["pairs"]
+    shaky["b1"][AA] = {"baseline_s": [1.0, 1.3, 0.8, 1.2], "variant_s": [1.2, 0.9, 1.1, 0.8]}
+    lat = effects.latency_effects(shaky)["b1"]
+    assert not lat["control"]["stable"] and "A/A ratio" in lat["variants"]["utptrack"]["unstable"]
+
+
+def test_tables_show_seeds_intervals_and_latency():
+    evals = constructed_evals(arms({"baseline": 0, "utptrack": 0, "ce_dte_ste": 0, "search_only": 0}, 0.02),
+                              NULL_IN)
+    m = effects.decide(evals, stable_latency(), ROLES)
+    tables = effects.report_tables(m, evals, {"utptrack": {"ce": 0.7, "dte": 0.6, "ste": 0.6}})
+    assert "seeds [0, 1, 2]" in tables and "| utptrack | training_free | 0.70/0.60/0.60 |" in tables
+    assert "block mean 27.1%" in tables and "after the last block 64.0%" in tables
+    assert "| 1 | A/A control |" in tables and "| 1 | utptrack | 500.00 |" in tables
 
 
 def test_bad_params_name_file_and_key():
@@ -400,8 +527,8 @@ def test_paper_profile_chain_on_local_files(tmp_path):
     sec["finetune"].update(steps=2, batch_size=2, warmup=0)
     sec["crops"]["max_gap"] = 3
     sec["evaluate"]["update_interval"] = 2
-    sec["latency"].update(batch_sizes=[1, 2], warmup=0, repeats=1, rounds=1)
-    sec["analysis"]["bootstrap"] = 10
+    sec["latency"].update(batch_sizes=[1, 2], warmup=0, pairs=2, flush_mb=1)
+    sec["seeds"] = [0, 1]
     path = tmp_path / "utptrack.yaml"
     path.write_text(yaml.safe_dump(params))
 
@@ -411,24 +538,28 @@ def test_paper_profile_chain_on_local_files(tmp_path):
     t = run_stage("utptrack", train, path, r / "train", ["model", "crops", "loss", "train"], [("data", r / "data")])
     cfg = json.loads((r / "train" / "model" / "config.json").read_text())
     assert cfg["vit"]["num_hidden_layers"] == 24 and cfg["search_size"] == 224 and t["steps"] == 1
-    names = list(sec["variants"])
-    for v in names:
-        run_stage("utptrack", finetune, path, r / "finetune" / v, ["crops", "variants", "finetune"],
-                  [("data", r / "data"), ("model", r / "train")], [("variant", v)])
-    for v in names:
-        ev = run_stage("utptrack", evaluate, path, r / "evaluate" / v, ["crops", "variants", "evaluate"],
-                       [("data", r / "data"), ("model", r / "finetune" / v), ("baseline", r / "finetune" / "baseline")],
-                       [("variant", v)])
-        assert 0 <= ev["finetuned"]["auc"] <= 1
-    # published schedule on 14 x 14 search / 7 x 7 template tokens: 196 -> 138 -> 97 -> 68, 49 -> 30 -> 18 -> 11
-    utp = json.loads((r / "evaluate" / "utptrack" / "metrics.json").read_text())["metrics"]
+    runs = [(v, s) for v in sec["variants"] for s in sec["seeds"]]
+    for v, s in runs:
+        run_stage("utptrack", finetune, path, r / "finetune" / v / f"seed{s}", ["crops", "variants", "finetune"],
+                  [("data", r / "data"), ("model", r / "train")], [("variant", v), ("seed", s)])
+    for v, s in runs:
+        ev = run_stage("utptrack", evaluate, path, r / "evaluate" / v / f"seed{s}", ["crops", "variants", "evaluate"],
+                       [("data", r / "data"), ("model", r / "finetune" / v / f"seed{s}"),
+                        ("baseline", r / "finetune" / "baseline" / f"seed{s}")], [("variant", v), ("seed", s)])
+        assert 0 <= ev["finetuned"]["auc"] <= 1 and len(ev["finetuned"]["per_sequence_auc"]) == 2
+    # published schedule on 14 x 14 search / 7 x 7 template tokens: 196 -> 138 -> 97 -> 68, 49 -> 30 -> 18 -> 11,
+    # counted in the forward
+    utp = json.loads((r / "evaluate" / "utptrack" / "seed1" / "metrics.json").read_text())["metrics"]
     trace = utp["finetuned"]["token_trace"]
-    assert trace[21]["in"] == 68 + 18 + 18
+    assert trace[21]["in"] == 68 + 18 + 18 and trace[21]["out"] == 68 + 11 + 11
     assert trace[-1] == {"in": 90, "out": 90, "search": 68, "static": 11, "dynamic": 11}
     lat = run_stage("utptrack", latency, path, r / "latency", ["model", "crops", "variants", "latency"])
-    assert lat["variants"]["baseline"]["b2"]["speedup"] == 1.0
-    inputs = [(f"evaluate_{v}", r / "evaluate" / v) for v in names] + \
-             [(f"finetune_{v}", r / "finetune" / v) for v in names] + [("latency", r / "latency")]
-    m = run_stage("utptrack", analysis, path, r / "analysis", ["variants", "analysis"], inputs)
-    assert {"u1", "u2", "u3"} <= set(m)
+    assert set(lat["pairs"]["b2"]) == {AA, *sec["variants"]} - {"baseline"}
+    assert len(lat["pairs"]["b2"]["utptrack"]["variant_s"]) == 2
+    inputs = [(f"{stage}_{v}_seed{s}", r / stage / v / f"seed{s}") for stage in ("evaluate", "finetune")
+              for v, s in runs] + [("latency", r / "latency")]
+    m = run_stage("utptrack", analysis, path, r / "analysis", ["seeds", "variants", "analysis"], inputs)
+    assert m["u1"]["relative_auc"]["n"] == 2 and m["u1"]["tokens_pruned_block_mean"]["unit"] == "by design"
+    assert m["u2"]["unified_minus_search_only"]["n_items"] == 4
     assert (r / "analysis" / "tradeoff.png").stat().st_size > 1000
+    assert "A/A control" in (r / "analysis" / "tables.md").read_text()

@@ -2,7 +2,7 @@
 finetune share: the repo's accelerate loop, fed tracker inputs instead of token ids."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,11 +32,11 @@ def inputs(model: OneStreamTracker, static, dynamic, search, static_box, dynamic
 
 
 def batch_maker(model: OneStreamTracker, videos: Videos, crops: dict, batch_size: int,
-                seed: int) -> Callable[[int], dict]:
-    """next_batch(step): a batch that depends only on (seed, step), whatever ran before."""
+                stream: Sequence[int]) -> Callable[[int], dict]:
+    """next_batch(step): a batch that depends only on (stream, step), whatever ran before."""
 
     def next_batch(step: int) -> dict:
-        rng = np.random.default_rng([seed, step])
+        rng = np.random.default_rng([*stream, step])
         s = [training_sample(videos, rng, crops) for _ in range(batch_size)]
         col = lambda k: [x[k] for x in s]  # noqa: E731
         batch = inputs(model, col("static"), col("dynamic"), col("search"), col("static_box"), col("dynamic_box"))
@@ -46,10 +46,11 @@ def batch_maker(model: OneStreamTracker, videos: Videos, crops: dict, batch_size
     return next_batch
 
 
-def fit(model: OneStreamTracker, videos: Videos, crops: dict, t: dict, seed: int, desc: str,
+def fit(model: OneStreamTracker, videos: Videos, crops: dict, t: dict, stream: Sequence[int], desc: str,
         before_step: Callable[[int], None] | None = None) -> list[float]:
-    """Train for t.steps batches; `before_step(step)` sets per-step state (the keep-rate warm-up)."""
-    next_batch = batch_maker(model, videos, crops, t["batch_size"], seed)
+    """Train for t.steps batches drawn from the random `stream` (seed entropy); `before_step(step)`
+    sets per-step state (the keep-rate warm-up)."""
+    next_batch = batch_maker(model, videos, crops, t["batch_size"], stream)
     if before_step:
         before_step(0)
 

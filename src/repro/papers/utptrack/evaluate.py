@@ -1,5 +1,7 @@
-"""Stage 4: track every test sequence from its first box to its end, for one variant: its fine-tuned
-tracker, and the same pruning applied training-free to the fine-tuned un-pruned baseline.
+"""Stage 4: track every test sequence from its first box to its end, for one (variant, seed): the
+variant's tracker fine-tuned with that seed, and the same pruning applied training-free to the
+un-pruned baseline fine-tuned with the same seed. Scores are kept per sequence (the items that the
+analysis pairs across variants), and the tokens each block processed are counted in the forward.
 
 One-pass evaluation: the static template is cut from frame 0 and the dynamic template starts as a
 copy of it; every `update_interval` frames, when the peak of the Hann-windowed response exceeds
@@ -14,7 +16,9 @@ from repro.core.io import atomic_write_json
 from repro.core.stage import StageContext, main
 from repro.data.video import Videos, box_from_crop, box_to_crop, crop, crop_window, dataset_scores
 from repro.papers.utptrack._fit import inputs, load_split
-from repro.papers.utptrack.method import load_tracker, macs, token_trace, tokens_pruned, variant_pruning
+from repro.papers.utptrack.method import load_tracker, macs, tokens_pruned, variant_pruning
+
+TRACE_KEYS = ("in", "out", "search", "static", "dynamic")
 
 
 def clip_box(box: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
@@ -25,9 +29,19 @@ def clip_box(box: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarra
     return np.array([x1, y1, max(margin, x2 - x1), max(margin, y2 - y1)], np.float32)
 
 
+def mean_trace(seen: list[tuple[int, np.ndarray]]) -> list[dict]:
+    """Per block, tokens per tracked frame as the forward passes processed them: `seen` holds, per
+    forward, its batch size and a [blocks, 5] array of (attention tokens, MLP tokens, search, static
+    and dynamic tokens left after the block)."""
+    frames = sum(b for b, _ in seen)
+    total = sum(b * rows for b, rows in seen) / frames
+    return [dict(zip(TRACE_KEYS, map(float, row))) for row in total]
+
+
 @torch.no_grad()
-def track(model, videos: Videos, crops: dict, ev: dict) -> tuple[list[np.ndarray], int]:
-    """Predicted boxes [T, 4] per video, and the number of dynamic-template updates."""
+def track(model, videos: Videos, crops: dict, ev: dict) -> tuple[list[np.ndarray], int, list[dict]]:
+    """Predicted boxes [T, 4] per video, the number of dynamic-template updates, and the tokens each
+    block processed per frame (mean_trace)."""
     model.eval()
     n = len(videos)
     state = [videos.boxes[v][0].copy() for v in range(n)]
@@ -38,7 +52,7 @@ def track(model, videos: Videos, crops: dict, ev: dict) -> tuple[list[np.ndarray
         templates.append((crop(videos.frame(v, 0), win, crops["template_size"]),
                           box_to_crop(state[v], win, crops["template_size"])))
     static, dynamic = list(templates), list(templates)
-    updates = 0
+    updates, seen = 0, []
     for t in tqdm(range(1, max(videos.length(v) for v in range(n))), desc="track", mininterval=5):
         live = [v for v in range(n) if t < videos.length(v)]
         frames = {v: videos.frame(v, t) for v in live}
@@ -46,7 +60,9 @@ def track(model, videos: Videos, crops: dict, ev: dict) -> tuple[list[np.ndarray
         search = [crop(frames[v], wins[v], crops["search_size"]) for v in live]
         x = inputs(model, [static[v][0] for v in live], [dynamic[v][0] for v in live], search,
                    [static[v][1] for v in live], [dynamic[v][1] for v in live])
-        boxes, conf = model.predict(**x)
+        out = model(**x)
+        boxes, conf = model.boxes(out)
+        seen.append((len(live), np.array([(a, m, *c) for (a, m), c in zip(out.processed, out.counts)])))
         for i, v in enumerate(live):
             cx, cy, w, h = (boxes[i] * crops["search_size"]).tolist()
             frame_box = box_from_crop([cx - w / 2, cy - h / 2, w, h], wins[v], crops["search_size"])
@@ -57,22 +73,21 @@ def track(model, videos: Videos, crops: dict, ev: dict) -> tuple[list[np.ndarray
                 dynamic[v] = (crop(frames[v], win, crops["template_size"]),
                               box_to_crop(state[v], win, crops["template_size"]))
                 updates += 1
-    return [np.stack(p) for p in preds], updates
+    return [np.stack(p) for p in preds], updates, mean_trace(seen)
 
 
 def evaluate(model, videos: Videos, crops: dict, ev: dict) -> tuple[dict, list]:
-    preds, updates = track(model, videos, crops, ev)
+    preds, updates, trace = track(model, videos, crops, ev)
     scores = dataset_scores(preds, videos.boxes, ev["precision_px"])
     nx, nz = model.gx**2, model.gz**2
-    trace = token_trace(model.pruning, len(model.vit.blocks), nx, nz)
-    return {**scores, "template_updates": updates, "tokens_pruned": tokens_pruned(trace, nx, nz),
-            "token_trace": trace, "macs": macs(trace, model.vit.config, nx, nz, model.head_channels)}, preds
+    return {**scores, "template_updates": updates, "tokens_pruned": tokens_pruned(trace), "token_trace": trace,
+            "macs": macs(trace, model.vit.config, nx, nz, model.head_channels)}, preds
 
 
 def run(ctx: StageContext) -> dict:
-    p, name = ctx.params, ctx.wildcards["variant"]
+    p, name, seed = ctx.params, ctx.wildcards["variant"], int(ctx.wildcards["seed"])
     videos = load_split(ctx.inputs["data"], "test")
-    out, boxes = {"variant": name}, {}
+    out, boxes = {"variant": name, "seed": seed}, {}
     modes = {"finetuned": ctx.inputs["model"]}
     if name != "baseline":
         modes["training_free"] = ctx.inputs["baseline"]

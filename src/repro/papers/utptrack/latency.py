@@ -1,50 +1,48 @@
-"""Stage 5: CPU latency of one tracking step (backbone + head) per variant at batch 1 and 32.
+"""Stage 5: latency of one tracking step (backbone + head) per variant at each batch size, on the
+device (the CPU here).
 
 Weights do not change the cost (token counts are fixed by the keep ratios), so the tracker is
-built at random init from the model params and runs independently of training. Every variant,
-the un-pruned baseline included, goes through the same forward; variants are timed in interleaved
-rounds (median of round medians) so that background load drifts hit them alike; the fastest
-call is kept too, as the estimate least disturbed by other processes on a shared machine.
+built at random init from the model params and runs independently of training. Each pruned
+variant is a copy of the un-pruned tracker with its pruning set; every variant, and an identical
+copy of the un-pruned tracker (the A/A control), is timed in pairs alternating with the un-pruned
+baseline through the same forward (repro.core.timing.interleaved). The pairs go to the analysis,
+which turns them into speedups with intervals.
 """
-import statistics
+import copy
 
 import torch
 
 from repro.core.stage import StageContext, main
-from repro.core.timing import measure
+from repro.core.timing import AA, interleaved
 from repro.papers.utptrack.method import build_tracker, variant_pruning
 
 
-def random_inputs(model, batch: int, gen: torch.Generator) -> dict:
+def random_inputs(model, batch: int, gen: torch.Generator, device: str) -> dict:
     s, z, n = model.search_size, model.template_size, model.gz**2
-    return {"search": torch.randn(batch, 3, s, s, generator=gen), "static": torch.randn(batch, 3, z, z, generator=gen),
-            "dynamic": torch.randn(batch, 3, z, z, generator=gen), "fg_static": torch.rand(batch, n, generator=gen),
-            "fg_dynamic": torch.rand(batch, n, generator=gen)}
+    x = {"search": torch.randn(batch, 3, s, s, generator=gen), "static": torch.randn(batch, 3, z, z, generator=gen),
+         "dynamic": torch.randn(batch, 3, z, z, generator=gen), "fg_static": torch.rand(batch, n, generator=gen),
+         "fg_dynamic": torch.rand(batch, n, generator=gen)}
+    return {k: v.to(device) for k, v in x.items()}
 
 
 def run(ctx: StageContext) -> dict:
     p, lat = ctx.params, ctx.params["latency"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(ctx.seed)
-    model = build_tracker(p["model"], p["crops"]).eval()
-    names = list(p["variants"])
-    prunings = {n: variant_pruning(model, p["variants"], n) for n in names}
-    out = {n: {} for n in names}
+    baseline = build_tracker(p["model"], p["crops"]).eval().to(device)
+    trackers = {AA: copy.deepcopy(baseline)}
+    for name in p["variants"]:
+        if name != "baseline":
+            trackers[name] = copy.deepcopy(baseline)
+            trackers[name].pruning = variant_pruning(baseline, p["variants"], name)
+    pairs = {}
     for batch in lat["batch_sizes"]:
-        x = random_inputs(model, batch, torch.Generator().manual_seed(ctx.seed))
-        rounds = {n: [] for n in names}
-        for _ in range(lat["rounds"]):
-            for n in names:
-                model.pruning = prunings[n]
-                t = measure(lambda: model.predict(**x), warmup=lat["warmup"], repeats=lat["repeats"])
-                rounds[n].append(t)
-        base = statistics.median(r["median"] for r in rounds["baseline"])
-        base_min = min(r["min"] for r in rounds["baseline"])
-        for n in names:
-            sec = statistics.median(r["median"] for r in rounds[n])
-            fastest = min(r["min"] for r in rounds[n])  # least disturbed by other processes
-            out[n][f"b{batch}"] = {"seconds": sec, "ms_per_frame": 1000 * sec / batch, "speedup": base / sec,
-                                   "min_seconds": fastest, "speedup_of_min": base_min / fastest}
-    return {"variants": out, "threads": torch.get_num_threads()}
+        x = random_inputs(baseline, batch, torch.Generator().manual_seed(ctx.seed), device)
+        step = lambda model: (lambda: model.predict(**x))  # noqa: E731
+        pairs[f"b{batch}"] = interleaved(step(baseline), {n: step(m) for n, m in trackers.items()},
+                                         pairs=lat["pairs"], warmup=lat["warmup"], flush_mb=lat["flush_mb"],
+                                         device=device)
+    return {"pairs": pairs, "batch_sizes": lat["batch_sizes"], "device": device, "threads": torch.get_num_threads()}
 
 
 if __name__ == "__main__":

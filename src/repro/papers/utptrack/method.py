@@ -184,6 +184,7 @@ class Output:
     size: torch.Tensor
     offset: torch.Tensor
     counts: list[tuple[int, int, int]]  # (search, static, dynamic) tokens after each block
+    processed: list[tuple[int, int]]  # tokens each block's attention and MLP ran on (per sample)
     loss: torch.Tensor | None = None
     parts: dict | None = None
 
@@ -225,32 +226,36 @@ class OneStreamTracker(nn.Module):
         kind = fg[..., None] * t_fg + (1 - fg[..., None]) * t_bg
         return self.vit.patch_embed(image) + self.pos_template + kind
 
-    def encode(self, search, static, dynamic, fg_static, fg_dynamic) -> tuple[torch.Tensor, list]:
-        """Backbone with pruning; returns the restored search map [B, D, gx, gx] and token counts."""
+    def encode(self, search, static, dynamic, fg_static, fg_dynamic) -> tuple[torch.Tensor, list, list]:
+        """Backbone with pruning; returns the restored search map [B, D, gx, gx], the tokens left per
+        group after each block, and the lengths of the sequences each block's attention and MLP ran on."""
         B = search.shape[0]
         nx, nz = self.gx**2, self.gz**2
-        centre = torch.zeros(B, nz, dtype=torch.bool)
+        centre = torch.zeros(B, nz, dtype=torch.bool, device=search.device)
         centre[:, nz // 2] = True  # the static template's centre token: the pruning query
-        ar = lambda n: torch.arange(n).expand(B, n)  # noqa: E731
+        ar = lambda n: torch.arange(n, device=search.device).expand(B, n)  # noqa: E731
         t = Tokens(x=self.vit.patch_embed(search) + self.pos_search + self.type_embed[0],
                    s=self.embed_template(static, fg_static), d=self.embed_template(dynamic, fg_dynamic),
-                   idx_x=ar(nx), idx_s=ar(nz), idx_d=ar(nz), centre=centre.to(search.device), fg=fg_static)
-        counts = []
+                   idx_x=ar(nx), idx_s=ar(nz), idx_d=ar(nz), centre=centre, fg=fg_static)
+        counts, processed = [], []
         for i, blk in enumerate(self.vit.blocks):
             prunes = block_counts(self.pruning, i, t.counts, self.warm) != t.counts
-            seq, probs = blk.attend(t.cat(), need_probs=prunes)
-            t.split(seq)
+            seq = t.cat()
+            attended, probs = blk.attend(seq, need_probs=prunes)
+            t.split(attended)
             if prunes:  # after attention, before this block's MLP
                 t = prune(t, probs, self.pruning, i, self.warm)
-            t.split(blk.feed_forward(t.cat()))
+            seq_mlp = t.cat()
+            t.split(blk.feed_forward(seq_mlp))
             counts.append(t.counts)
+            processed.append((seq.shape[1], seq_mlp.shape[1]))
         x = restore_search(self.vit.norm(t.x), t.idx_x, nx)
-        return x.transpose(1, 2).reshape(B, -1, self.gx, self.gx), counts
+        return x.transpose(1, 2).reshape(B, -1, self.gx, self.gx), counts, processed
 
     def forward(self, search, static, dynamic, fg_static, fg_dynamic, target=None) -> Output:
-        fmap, counts = self.encode(search, static, dynamic, fg_static, fg_dynamic)
+        fmap, counts, processed = self.encode(search, static, dynamic, fg_static, fg_dynamic)
         score, size, offset = self.head(fmap)
-        out = Output(score, size, offset, counts)
+        out = Output(score, size, offset, counts, processed)
         if target is not None:
             out.loss, out.parts = self.loss(out, target)
         return out
@@ -266,11 +271,13 @@ class OneStreamTracker(nn.Module):
         total = sum(w[k] * v for k, v in parts.items())
         return total, {**{k: v.item() for k, v in parts.items()}, "iou": iou.mean().item()}
 
+    def boxes(self, out: Output):
+        """Normalised (cx, cy, w, h) boxes and confidences, Hann-windowed as at test time."""
+        return decode(out.score, out.size, out.offset, self.window)
+
     @torch.no_grad()
     def predict(self, search, static, dynamic, fg_static, fg_dynamic):
-        """Normalised (cx, cy, w, h) boxes and confidences, Hann-windowed as at test time."""
-        out = self(search, static, dynamic, fg_static, fg_dynamic)
-        return decode(out.score, out.size, out.offset, self.window)
+        return self.boxes(self(search, static, dynamic, fg_static, fg_dynamic))
 
 
 def build_tracker(model: dict, crops: dict, loss_weights: dict | None = None) -> OneStreamTracker:
@@ -316,11 +323,16 @@ def macs(trace: list[dict], vit_cfg: dict, nx: int, nz: int, head_channels: int)
     return {"embed": embed, "blocks": blocks, "head": head, "total": embed + blocks + head}
 
 
-def tokens_pruned(trace: list[dict], nx: int, nz: int) -> dict:
-    """Fraction of vision tokens removed: after the last block, and averaged over blocks."""
-    total = nx + 2 * nz
-    return {"final": 1 - trace[-1]["out"] / total,
-            "block_mean": 1 - sum(b["out"] for b in trace) / (len(trace) * total)}
+def tokens_pruned(trace: list[dict]) -> dict:
+    """Fraction of vision tokens removed, from per-block counts ("in": tokens the block's attention
+    read, "out": tokens its MLP ran on), all relative to the tokens entering the first block.
+    `block_mean`: mean over blocks of the tokens each block read, the compute-relevant figure;
+    pruning inside the last block removes tokens that no later block reads, so it does not count.
+    `final`: tokens left after the last block. `mlp_block_mean`: as block_mean, over MLP inputs."""
+    total, blocks = trace[0]["in"], len(trace)
+    return {"block_mean": 1 - sum(b["in"] for b in trace) / (blocks * total),
+            "final": 1 - trace[-1]["out"] / total,
+            "mlp_block_mean": 1 - sum(b["out"] for b in trace) / (blocks * total)}
 
 
 def match_search_keep(target: Pruning, blocks: tuple[int, ...], layers: int, nx: int, nz: int) -> float:

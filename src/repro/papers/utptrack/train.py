@@ -1,4 +1,5 @@
-"""Stage 2: train the un-pruned one-stream tracker (from scratch, or from a pretrained HF ViT at `paper`)."""
+"""Stage 2: train the un-pruned one-stream tracker (from scratch, or from a pretrained HF ViT at `paper`).
+One run, with the workflow's seed: every variant and fine-tuning seed starts from it."""
 import torch
 
 from repro.core.io import atomic_write_json
@@ -12,7 +13,7 @@ def run(ctx: StageContext) -> dict:
     p = ctx.params
     torch.manual_seed(ctx.seed)
     model = build_tracker(p["model"], p["crops"], p["loss"])
-    losses = fit(model, load_split(ctx.inputs["data"], "train"), p["crops"], p["train"], seed=ctx.seed,
+    losses = fit(model, load_split(ctx.inputs["data"], "train"), p["crops"], p["train"], stream=(ctx.seed,),
                  desc="train baseline")
     save_tracker(model, ctx.out / "model")
     atomic_write_json(ctx.out / "history.json", {"train_loss": losses})
