@@ -325,7 +325,15 @@ def report_tables(m: dict, tasks: dict, seeds_note: str) -> str:
     lines = ["## Seeds", "", seeds_note, "",
              "Effects: mean over seeds of a per-seed quantity that pairs arms of the same seed; 95% CI over "
              "seeds (the checks) and over test items with seeds fixed (`CI items`, "
-             f"{ITEM_RESAMPLES} resamples).", ""]
+             f"{ITEM_RESAMPLES} resamples).", "",
+             "Curves: a curve's quality at AL x is the best quality its points reach at AL <= x (linear between "
+             "points); its AL at quality q is the lowest AL reaching q (for wait-k: the best k). Two curves are "
+             "compared only over the AL (or quality) range both cover. A1 takes, per task, the candidate "
+             "(entropy or attention head; branch (a) or (b)) with the best verdict, as the spec's \"either ... "
+             "or\"; all four are listed. A3 \"on or above\" under noise: equality cannot be shown from a sample, "
+             "so a head reproduces only when the interval of its worst gap is at or above 0 (above the wait-k "
+             "curve everywhere beyond the seed noise); a head on the curve within noise is inconclusive; the "
+             "minimum over many AL points is biased low under noise, and no tolerance offsets it.", ""]
     for name, t in tasks.items():
         scale = "BLEU / 100" if t["metric"] == "bleu" else "accuracy"
         a1, a2, a3 = m["a1"][name], m["a2"][name], m["a3"][name]
@@ -362,8 +370,8 @@ def report_tables(m: dict, tasks: dict, seeds_note: str) -> str:
                   "|---|---|---|---|---|---|---|---|"]
         for arm, pts in mean_points(t["runs"]).items():
             for p in pts:
-                cell = lambda k, f: f"{p[k]['mean']:{f}} ({p[k]['std']:{f}})"  # noqa: E731
-                lines.append(f"| {arm} | {p['policy']} | {p['setting']} | {p['seeds']} | {cell('quality', '.3f')} | "
-                             f"{cell('al', '.2f')} | {cell('laal', '.2f')} | {cell('first_write_fraction', '.2f')} |")
+                cells = [f"{p[k]['mean']:{f}} ({p[k]['std']:{f}})" for k, f in
+                         (("quality", ".3f"), ("al", ".2f"), ("laal", ".2f"), ("first_write_fraction", ".2f"))]
+                lines.append(f"| {arm} | {p['policy']} | {p['setting']} | {p['seeds']} | {' | '.join(cells)} |")
         lines.append("")
     return "\n".join(lines) + "\n"
