@@ -1,5 +1,7 @@
 """Training one arm on one task: the loop pretrain and train share (the arm's objective on the
-task's examples), then the checkpoint and the validation NLL under full and MSM views."""
+task's examples), then the checkpoint and the validation NLL under full and MSM views. The training
+seed orders the examples and draws the schedules; the validation views are drawn from the job's
+global seed, so every arm and seed is measured on the same views."""
 import random
 import statistics
 
@@ -26,14 +28,15 @@ def validation_nll(lm, examples, tok, kind: str, eos_full_source: bool, offset: 
     return statistics.mean(losses)
 
 
-def fit(ctx: StageContext, lm, arm: dict, t: dict, desc: str, out) -> dict:
-    """Train `lm` with `arm`'s objective under the `t` settings; save it under `out`; its metrics."""
+def fit(ctx: StageContext, lm, arm: dict, t: dict, desc: str, out, seed: int) -> dict:
+    """Train `lm` with `arm`'s objective under the `t` settings and `seed`; save it under `out`; its
+    metrics."""
     name = ctx.wildcards["task"]
     cfg, offset = ctx.params["tasks"][name], ctx.params["streaming"]["target_offset"]
     task = Task(ctx.inputs["data"], cfg["eos_full_source"])
     tok, train = task.tokenizer, task.examples("train")
     objective = Objective(lm, arm)
-    order, schedules = random.Random(ctx.seed), random.Random(ctx.seed + 1)
+    order, schedules = random.Random(seed), random.Random(seed + 1)
     losses = train_causal_lm(
         objective, lambda step: training_batch(order.sample(train, t["batch_size"]), arm, tok, schedules,
                                                cfg["eos_full_source"], offset),
@@ -45,6 +48,6 @@ def fit(ctx: StageContext, lm, arm: dict, t: dict, desc: str, out) -> dict:
     val = task.examples("validation")
     nll = {view: validation_nll(lm, val, tok, view, cfg["eos_full_source"], offset, ctx.seed, t["batch_size"])
            for view in ("full", "msm")}
-    return {"task": name, "kind": arm["kind"], "steps": t["steps"], "params_non_embedding": count_parameters(lm),
+    return {"task": name, "kind": arm["kind"], "seed": seed, "steps": t["steps"], "params_non_embedding": count_parameters(lm),
             "train_loss_last": tail_mean(losses),
             "val_nll_full_view": nll["full"], "val_nll_msm_view": nll["msm"]}

@@ -1,12 +1,12 @@
-"""Stage 3: every arm of one task in the streaming loop, and its states against the oracle.
-
-Per arm:
+"""Stage 4: one arm (one seed) of one task in the streaming loop, and its states against the oracle:
   - teacher-forced states (reference target prefix, every source prefix c = 1..S): each decision
     head's score and the oracle label 1[c >= oracle_t]; on validation they give the head's tau sweep
     (quantiles of its scores), on test its AUROC;
   - the READ/WRITE loop on test for the arm's policies (`evaluate.policies`): read-then-generate,
     wait-k (each k), a decision head at each tau (V4: also its oracle-trained head), the oracle
     policy: quality, AL and LAAL.
+The attention head's sign is the one with validation AUROC >= 0.5. Besides the metrics, items.npz
+holds the per-item values behind every point and every state's scores (what analysis resamples).
 Models run with eager attention (the attention head needs the probabilities).
 """
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from repro.core.io import atomic_write_json
 from repro.core.stage import StageContext, main
 from repro.models.causal_lm import device, load_checkpoint
 from repro.papers.proactivellm.method import (attention_score, entropy_score, learned_score, lm_forward,
                                               load_head, maxprob_score, oracle_policy, read_all_policy,
                                               threshold_policy, waitk_policy)
+from repro.papers.proactivellm._metrics import auroc, from_sums, item_stats
 from repro.papers.proactivellm._task import Task, batch
 from repro.streaming.latency import al, laal
 from repro.streaming.loop import stream
@@ -33,14 +33,16 @@ def chunks(items: list, size: int):
 
 @torch.no_grad()
 def state_scores(lm, examples, tok, heads: list[str], attn_cfg: dict, head=None, offset: int = 0,
-                 size: int = 256, reachable: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Scores of every head and oracle labels over (example, source prefix c, target row). With
+                 size: int = 256, reachable: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Scores of every head, oracle labels and the example (index) of every state (example, source
+    prefix c, target row). With
     `reachable`, only states whose reference prefix was already determined (c >= the oracle of the
     previous row): a reader that writes only determined tokens meets those; the others hand the
     model tokens it could not have known yet (e.g. QA's EOS row right after an unseen answer)."""
-    scores, labels = {h: [] for h in heads}, []
+    scores, labels, owners = {h: [] for h in heads}, [], []
     for c in range(1, max(len(e.units) for e in examples) + 1):
-        for chunk in chunks([e for e in examples if len(e.units) >= c], size):
+        for idx in chunks([i for i, e in enumerate(examples) if len(e.units) >= c], size):
+            chunk = [examples[i] for i in idx]
             b = batch(chunk, [[c] * e.rows for e in chunk], tok, offset)
             store = {}
             hook = lm.get_output_embeddings().register_forward_pre_hook(
@@ -56,6 +58,7 @@ def state_scores(lm, examples, tok, heads: list[str], attn_cfg: dict, head=None,
                 prev = torch.cat([torch.ones_like(b["oracle"][:, :1]), b["oracle"][:, :-1]], 1)
                 valid &= c >= prev
             labels.append((c >= b["oracle"])[valid].numpy())
+            owners.append(torch.tensor(idx)[:, None].expand_as(valid)[valid].numpy())
             valid = valid.to(out.logits.device)
             logits = out.logits[:, sw:]
             for h in heads:
@@ -72,27 +75,13 @@ def state_scores(lm, examples, tok, heads: list[str], attn_cfg: dict, head=None,
                 else:
                     s = learned_score(head, store["h"][:, sw:])
                 scores[h].append(s[valid].float().cpu().numpy())
-    return {h: np.concatenate(v) for h, v in scores.items()}, np.concatenate(labels)
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores)) if 0 < labels.mean() < 1 else None
-
-
-def quality(metric: str, hyps: list[str], refs: list[str]) -> float:
-    """In [0, 1]: corpus BLEU / 100 (sacrebleu) or exact-match accuracy."""
-    if metric == "bleu":
-        import sacrebleu
-
-        # force: our references are space-separated words already (sacrebleu would warn per call)
-        return sacrebleu.corpus_bleu(hyps, [refs], force=True).score / 100
-    return float(np.mean([h == r for h, r in zip(hyps, refs)]))
+    return {h: np.concatenate(v) for h, v in scores.items()}, np.concatenate(labels), np.concatenate(owners)
 
 
 def run_policy(lm, examples, tok, make_policy, cfg: dict, ev: dict, offset: int, need_attentions=False,
-               need_hidden=False) -> dict:
+               need_hidden=False) -> tuple[dict, dict]:
+    """One policy on the test items: its point (quality, AL, LAAL, where the first write falls) and
+    the per-item values behind it (AL, LAAL, quality statistics), which analysis resamples."""
     hyps, als, laals, first = [], [], [], []
     for chunk in chunks(examples, ev["batch_size"]):
         outs = stream(lm, [e.units for e in chunk], make_policy(chunk), start_id=tok.sep_id, eos_id=tok.eos_id,
@@ -103,57 +92,76 @@ def run_policy(lm, examples, tok, make_policy, cfg: dict, ev: dict, offset: int,
             als.append(al(o.delays, len(e.units)))
             laals.append(laal(o.delays, len(e.units), len(e.target)))
             first.append((o.delays[0] if o.delays else len(e.units)) / len(e.units))
-    return {"quality": quality(cfg["metric"], hyps, [e.reference for e in examples]),
-            "al": float(np.mean(als)), "laal": float(np.mean(laals)),
-            "first_write_fraction": float(np.mean(first)), "n": len(examples)}
+    stats = item_stats(cfg["metric"], hyps, [e.reference for e in examples])
+    point = {"quality": float(from_sums(cfg["metric"], stats.sum(0), len(examples))[0]),
+             "al": float(np.mean(als)), "laal": float(np.mean(laals)),
+             "first_write_fraction": float(np.mean(first)), "n": len(examples)}
+    return point, {"al": als, "laal": laals, "quality": stats}
 
 
-def evaluate_arm(lm, head, task: Task, cfg: dict, ev: dict, policies: list[str], offset: int) -> dict:
+def evaluate_arm(lm, head, task: Task, cfg: dict, ev: dict, policies: list[str], offset: int) -> tuple[dict, dict]:
+    """The arm's metrics, and the arrays analysis resamples over test items: per point and item
+    (AL, LAAL, quality statistics) and per teacher-forced state (test item, oracle label, scores)."""
     tok = task.tokenizer
     val = task.examples("validation", ev["calibration_examples"])
     test = task.examples("test", ev["test_examples"])
     heads = ["entropy", "maxprob", "attention"] + (["learned"] if head is not None else [])
     attn = ev["attention"]
     reachable = ev["auroc_states"] == "reachable"
-    cal, _ = state_scores(lm, val, tok, heads, attn, head, offset, ev["batch_size"], reachable)
-    st, labels = state_scores(lm, test[:ev["auroc_examples"]], tok, heads, attn, head, offset, ev["batch_size"],
-                              reachable)
+    cal, cal_labels, cal_items = state_scores(lm, val, tok, heads, attn, head, offset, ev["batch_size"], reachable)
+    st, labels, items = state_scores(lm, test[:ev["auroc_examples"]], tok, heads, attn, head, offset,
+                                     ev["batch_size"], reachable)
+    # the attention head's direction is not given by theory (attending to the newest units may mean
+    # "still reading" or "just found it"): the sign with validation AUROC >= 0.5
+    val_attention = auroc(cal["attention"], cal_labels, cal_items)
+    signs = {h: 1.0 for h in heads}
+    signs["attention"] = -1.0 if val_attention is not None and val_attention < 0.5 else 1.0
+    cal = {h: signs[h] * v for h, v in cal.items()}
+    st = {h: signs[h] * v for h, v in st.items()}
 
     def loop(make_policy, **kw):
         return run_policy(lm, test, tok, make_policy, cfg, ev, offset, **kw)
 
-    points = []
-    for name in policies:
+    points, per_item = [], []
+    for name in tqdm(policies, desc="policies", mininterval=5):
         if name == "read_all":
-            points.append({"policy": name, **loop(lambda c: read_all_policy())})
+            runs = [({}, loop(lambda c: read_all_policy()))]
         elif name == "waitk":
-            points += [{"policy": name, "k": k, **loop(lambda c, k=k: waitk_policy(k))} for k in ev["waitk"]]
+            runs = [({"k": k}, loop(lambda c, k=k: waitk_policy(k))) for k in ev["waitk"]]
         elif name == "oracle":
-            points.append({"policy": name, **loop(lambda c: oracle_policy([e.oracle for e in c]))})
+            runs = [({}, loop(lambda c: oracle_policy([e.oracle for e in c])))]
         elif name in heads:  # a decision head over the tau sweep
+            runs = []
             for q, tau in zip(ev["tau_quantiles"], np.quantile(cal[name], ev["tau_quantiles"])):
-                policy = threshold_policy(name, float(tau), attn, head)
-                points.append({"policy": name, "quantile": q, "tau": float(tau),
-                               **loop(lambda c, p=policy: p, need_attentions=name == "attention",
-                                      need_hidden=name == "learned")})
+                policy = threshold_policy(name, float(tau), attn, head, signs[name])
+                runs.append(({"quantile": q, "tau": float(tau)},
+                             loop(lambda c, p=policy: p, need_attentions=name == "attention",
+                                  need_hidden=name == "learned")))
         else:
             raise ValueError(f"policy {name!r} needs a trained decision head this arm does not have")
-    return {"auroc": {h: auroc(st[h], labels) for h in heads}, "sufficient_fraction": float(labels.mean()),
-            "states": int(labels.size), "points": points}
+        for setting, (point, items_of_point) in runs:
+            points.append({"policy": name, **setting, **point})
+            per_item.append(items_of_point)
+    metrics = {"auroc": {h: auroc(st[h], labels, items) for h in heads}, "attention_sign": signs["attention"],
+               "attention_validation_auroc": val_attention, "sufficient_fraction": float(labels.mean()),
+               "states": int(labels.size), "points": points}
+    arrays = {"point_al": np.array([p["al"] for p in per_item], dtype=float).reshape(len(points), len(test)),
+              "point_laal": np.array([p["laal"] for p in per_item], dtype=float).reshape(len(points), len(test)),
+              "point_quality": np.stack([p["quality"] for p in per_item]),
+              "state_item": items, "state_label": labels, **{f"state_{h}": v for h, v in st.items()}}
+    return metrics, arrays
 
 
 def run(ctx: StageContext) -> dict:
-    name = ctx.wildcards["task"]
+    name, arm, seed = ctx.wildcards["task"], ctx.wildcards["arm"], int(ctx.wildcards["seed"])
     cfg, ev = ctx.params["tasks"][name], ctx.params["evaluate"]
     task = Task(ctx.inputs["data"], cfg["eos_full_source"])
-    arms = {}
-    for arm in tqdm(sorted(ev["policies"]), desc=f"evaluate {name}"):
-        lm = load_checkpoint(ctx.inputs["train"] / arm / "model", attn_implementation="eager").to(device()).eval()
-        head = load_head(ctx.inputs["train"] / arm / "head")
-        head = head.to(lm.device) if head is not None else None
-        arms[arm] = evaluate_arm(lm, head, task, cfg, ev, ev["policies"][arm], ctx.params["streaming"]["target_offset"])
-    atomic_write_json(ctx.out / "curves.json", {a: r["points"] for a, r in arms.items()})
-    return {"task": name, "metric": cfg["metric"], "arms": arms}
+    lm = load_checkpoint(ctx.inputs["train"] / "model", attn_implementation="eager").to(device()).eval()
+    head = load_head(ctx.inputs["train"] / "head")
+    head = head.to(lm.device) if head is not None else None
+    metrics, arrays = evaluate_arm(lm, head, task, cfg, ev, ev["policies"][arm], ctx.params["streaming"]["target_offset"])
+    np.savez_compressed(ctx.out / "items.npz", **arrays)
+    return {"task": name, "arm": arm, "seed": seed, "metric": cfg["metric"], **metrics}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """ProactiveLLM's mechanism: visibility schedules for training (V0 full, V1 wait-k, V2 MSM), the
 SPSD objective (V3), the oracle-label decision head (V4 baseline), and the decision heads that turn
 a model's own next-token state into READ/WRITE (negative entropy, max-probability, attention mass on
-the newest source units), with wait-k, read-then-generate and oracle policies for comparison.
+the newest source units, its sign chosen on validation), with wait-k, read-then-generate and oracle
+policies for comparison.
 
 Arms (params `arms.<name>.kind`):
   full        V0: every target token sees the whole source (read-then-generate)
@@ -173,8 +174,10 @@ def step_score(name: str, state: StepState, cfg: dict, head: nn.Module | None = 
 
 # --- policies ----------------------------------------------------------------------------------
 
-def threshold_policy(name: str, tau: float, cfg: dict, head: nn.Module | None = None) -> Policy:
-    return lambda state: step_score(name, state, cfg, head) >= tau
+def threshold_policy(name: str, tau: float, cfg: dict, head: nn.Module | None = None, sign: float = 1.0) -> Policy:
+    """WRITE when sign x score >= tau (sign -1: the score read the other way round, as validation
+    AUROC chooses for the attention head)."""
+    return lambda state: sign * step_score(name, state, cfg, head) >= tau
 
 
 def waitk_policy(k: int) -> Policy:

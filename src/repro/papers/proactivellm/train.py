@@ -1,26 +1,21 @@
-"""Stage 3: fine-tune every arm (V0 full, V1 wait-k, V2 MSM, V3 MSM + SPSD, V4 MSM + oracle-label head)
-on one task from the shared backbone, one after the other in one job (the arms are small; one job
-per arm would spend more on start-up than on training at the smoke profile). Every arm starts from
-the same weights and sees the same examples in the same order for the same number of steps; only
-the visibility schedules and the loss differ. Output: <arm>/model, <arm>/loss_curve.json."""
-import time
-
-import torch
-
+"""Stage 3: fine-tune one arm (V0 full, V1 wait-k, V2 MSM, V3 MSM + SPSD, V4 MSM + oracle-label head)
+on one task from the shared backbone with one seed. Every arm starts from the same weights and
+trains for the same steps; the seed orders the examples, draws the visibility schedules and
+initialises the V4 head, and the arms of one seed see the same examples in the same order (only
+the schedules and the loss differ). Output: model/, head/ (V4), loss_curve.json."""
+from repro.core.seeding import seed_everything
 from repro.core.stage import StageContext, main
 from repro.models.causal_lm import load_checkpoint
 from repro.papers.proactivellm._fit import fit
 
 
 def run(ctx: StageContext) -> dict:
-    arms = {}
-    for name, arm in sorted(ctx.params["arms"].items()):
-        torch.manual_seed(ctx.seed)  # the V4 head's initialisation
-        lm = load_checkpoint(ctx.inputs["backbone"] / "model", ctx.params["model"].get("attn_implementation"))
-        start = time.perf_counter()
-        arms[name] = fit(ctx, lm, arm, ctx.params["train"], f"train {ctx.wildcards['task']}/{name}", ctx.out / name)
-        arms[name]["wall_s"] = time.perf_counter() - start
-    return {"task": ctx.wildcards["task"], "arms": arms}
+    task, name, seed = ctx.wildcards["task"], ctx.wildcards["arm"], int(ctx.wildcards["seed"])
+    seed_everything(seed, ctx.threads)
+    lm = load_checkpoint(ctx.inputs["backbone"] / "model", ctx.params["model"].get("attn_implementation"))
+    metrics = fit(ctx, lm, ctx.params["arms"][name], ctx.params["train"], f"train {task}/{name}/seed{seed}",
+                  ctx.out, seed)
+    return {**metrics, "arm": name}
 
 
 if __name__ == "__main__":
