@@ -74,8 +74,8 @@ def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, 
     """Rule `<paper>_<name>`: runs `python -m repro.papers.<paper>.<name>` into
     results/<profile>/<paper>/<name>[/<wildcard>...], one job per entry of `each` (dicts of wildcard
     values; `seed` becomes `seed<N>`). `reads`: the params sections the job reads. `narrow`: for a
-    section of which a job depends on one part only, {section: wildcards -> that part}, so editing
-    another part re-runs nothing here. `gpu`: the job computes on the device when there is one
+    section of which a job depends on one part only, {section: (section, wildcards) -> that part},
+    so editing another part re-runs nothing here. `gpu`: the job computes on the device when there is one
     (one GPU; the gpu and slurm profiles schedule by it). `timing` jobs ask for every core of the
     machine, capped by --cores (clusters: set-threads).
     `summary` marks the stage whose metrics and figures the report reads; `snapshot` puts its
@@ -108,7 +108,8 @@ def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, 
         wildcard_constraints:
             **{w: "|".join(re.escape(str(v)) for v in sorted({str(j[w]) for j in each})) for w in wildcards},
         params:
-            p=lambda wc: {s: narrow[s](wc) if s in narrow else PARAMS[paper][PROFILE][s] for s in reads},
+            p=lambda wc: {s: narrow[s](PARAMS[paper][PROFILE][s], wc) if s in narrow else PARAMS[paper][PROFILE][s]
+                          for s in reads},
             inputs=named_inputs,
         log:
             os.path.join("logs", PROFILE, paper, name, *parts) + ".log",

@@ -1,8 +1,7 @@
 # EchoRL: data -> sft -> rl/{arm}/seed{seed} (GRPO, +EchoClip, ablations, beta sweep, DAPO-style
 # dynamic sampling +/- EchoClip) -> analysis -> report.
-ARMS = PARAMS["echorl"][PROFILE]["arms"]
 # an arm may run on fewer seeds than rl.seeds (beta sweep, DAPO arms)
-RL_RUNS = [{"arm": a, "seed": s} for a, spec in ARMS.items()
+RL_RUNS = [{"arm": a, "seed": s} for a, spec in PARAMS["echorl"][PROFILE]["arms"].items()
            for s in spec.get("seeds", PARAMS["echorl"][PROFILE]["rl"]["seeds"])]
 
 data = stage("echorl", "data", reads=["data"], mem_mb=1000)
@@ -11,6 +10,6 @@ sft = stage("echorl", "sft", input={"data": data}, reads=["policy", "sft", "eval
 # only this arm's entry (less its seed list): editing another arm re-runs nothing here
 stage("echorl", "rl", input={"data": data, "sft": sft}, each=RL_RUNS,
       reads=["rollout", "rl", "evaluate", "arms"],
-      narrow={"arms": lambda wc: {k: v for k, v in ARMS[wc.arm].items() if k != "seeds"}}, mem_mb=1500, gpu=True)
+      narrow={"arms": lambda arms, wc: {k: v for k, v in arms[wc.arm].items() if k != "seeds"}}, mem_mb=1500, gpu=True)
 stage("echorl", "analysis", input={"sft": sft, **outputs("echorl", "rl")}, reads=["arms"], mem_mb=1000,
       summary=True, snapshot=True)

@@ -1,9 +1,8 @@
 # PruningInferSim: data -> train -> prune/{family}/seed{seed} -> evaluate/{family}/seed{seed} (seeds vary
 # dynamic depth's router training; the other families run on seed 0); latency (every family against
 # dense in interleaved pairs, random init) -> analysis (frontier, bounds, taxonomy) -> report.
-SECTION = PARAMS["pruninginfersim"][PROFILE]
-PRUNE_RUNS = [{"family": f, "seed": s} for f in SECTION["families"]
-              for s in (SECTION["prune"]["router"]["seeds"] if f == "dynamic_depth" else [0])]
+PRUNE_RUNS = [{"family": f, "seed": s} for f in PARAMS["pruninginfersim"][PROFILE]["families"]
+              for s in (PARAMS["pruninginfersim"][PROFILE]["prune"]["router"]["seeds"] if f == "dynamic_depth" else [0])]
 
 data = stage("pruninginfersim", "data", reads=["data"])
 train = stage("pruninginfersim", "train", input={"data": data}, reads=["quality_model", "train", "evaluate"],

@@ -2,26 +2,19 @@
 # warm-up; `baseline` fine-tuned as long, unpruned) -> evaluate/{variant}/seed{seed} (fine-tuned, and
 # training-free on the same seed's baseline; whole test sequences with template updates); latency
 # (random init, all variants interleaved with the un-pruned tracker) -> analysis -> report.
-VARIANTS = PARAMS["utptrack"][PROFILE]["variants"]
-RUNS = product(variant=list(VARIANTS), seed=PARAMS["utptrack"][PROFILE]["seeds"])
-
-
-def own_variant(wc):
-    """A variant's own entry (and the one whose budget it matches): editing another variant leaves
-    this variant's jobs alone."""
-    own = VARIANTS[wc.variant]
-    return {wc.variant: own, **({own["match_budget"]: VARIANTS[own["match_budget"]]} if "match_budget" in own else {})}
-
+TRACKER_RUNS = product(variant=list(PARAMS["utptrack"][PROFILE]["variants"]), seed=PARAMS["utptrack"][PROFILE]["seeds"])
+# a job reads its variant's entry and the one whose budget it matches: editing another re-runs nothing
+OWN_VARIANT = {"variants": lambda variants, wc: {v: variants[v] for v in (wc.variant, variants[wc.variant].get("match_budget")) if v}}
 
 data = stage("utptrack", "data", reads=["data"], mem_mb=3000)
 train = stage("utptrack", "train", input={"data": data}, reads=["model", "crops", "loss", "train"],
               mem_mb=3000, gpu=True, snapshot=True)  # small matrices: one thread each lets two jobs share the cores
-finetune = stage("utptrack", "finetune", input={"data": data, "model": train}, each=RUNS,
-                 reads=["crops", "variants", "finetune"], narrow={"variants": own_variant}, mem_mb=3000,
+finetune = stage("utptrack", "finetune", input={"data": data, "model": train}, each=TRACKER_RUNS,
+                 reads=["crops", "variants", "finetune"], narrow=OWN_VARIANT, mem_mb=3000,
                  gpu=True, snapshot=True)
 stage("utptrack", "evaluate",
       input={"data": data, "model": finetune, "baseline": results("utptrack", "finetune", "baseline", "seed{seed}")},
-      each=RUNS, reads=["crops", "variants", "evaluate"], narrow={"variants": own_variant},
+      each=TRACKER_RUNS, reads=["crops", "variants", "evaluate"], narrow=OWN_VARIANT,
       gpu=True, snapshot=True)
 stage("utptrack", "latency", reads=["model", "crops", "variants", "latency"], timing=True, gpu=True)
 stage("utptrack", "analysis",
