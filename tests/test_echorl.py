@@ -4,6 +4,7 @@ import copy
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -14,6 +15,7 @@ from repro.core import config as rc
 from repro.data.arithmetic import CharTokenizer, extract_answer, sample_split, solve, step_has_carry, verify
 from repro.papers.echorl import effects, method
 from repro.rl.grpo import group_stats
+from repro.report.verdicts import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, evaluate_claims
 from repro.rl.rollout import Rollouts
 
 TOK = CharTokenizer()
@@ -117,42 +119,105 @@ def test_clip_ends_at_the_chosen_step_and_aux_loss_covers_exactly_the_clip():
     assert torch.allclose(logp.grad[clip_mask], torch.full((20,), -1 / 20))
 
 
-def fake_runs(acc: dict[str, list[tuple[float, float]]]) -> dict:
-    return {arm: [{"seed": k, "id_accuracy": i, "ood_accuracy": o, "seconds_per_step": 1.0, "all_success_first_quarter": 0.1,
-                   "all_success_last_quarter": 0.2 + 0.1 * k, "pg_norm_first_quarter": 1.0,
-                   "pg_norm_last_quarter": 0.5} for k, (i, o) in enumerate(v)] for arm, v in acc.items()}
+SEEDS = {"grpo": range(6), "echo": range(6), "random_step": range(3), "min_entropy": range(3),
+         "whole_sft": range(3)}
+ARMS = {"grpo": {"clip": "none"}, "echo": {"clip": "max_entropy", "beta": 0.1, "rollout_choice": "peak"},
+        **{a: {"clip": a, "beta": 0.1, "rollout_choice": "peak"} for a in ("random_step", "min_entropy")},
+        "whole_sft": {"clip": "whole_response", "beta": 0.1, "rollout_choice": "peak"}}
+SFT = {"id_accuracy": 0.5, "ood_accuracy": 0.1, "steps": 450, "entropy_profile": {
+    "carry_steps": 0.5, "no_carry_steps": 0.1, "peak_at_carry_fraction": 0.9, "carry_base_rate": 0.5}}
 
 
-def test_claim_margins_subtract_the_seed_spread():
-    sft = {"id_accuracy": 0.5, "ood_accuracy": 0.1, "steps": 450, "entropy_profile": {}}
-    runs = fake_runs({"grpo": [(0.60, 0.10), (0.62, 0.12), (0.64, 0.14)],
-                      "echo": [(0.70, 0.11), (0.72, 0.13), (0.74, 0.15)],
-                      "random_step": [(0.60, 0.10)] * 3, "min_entropy": [(0.72, 0.11)] * 3,
-                      "whole_sft": [(0.60, 0.10)] * 3, "echo_beta1": [(0.50, 0.20)],
-                      "dapo": [(0.40, 0.05)], "dapo_echo": [(0.45, 0.05)]})
-    dapo = {"dynamic_sampling": {"oversample": 2}, "seeds": [0]}
-    arms = {"grpo": {"clip": "none"}, "random_step": {"clip": "random_step", "beta": 0.1, "rollout_choice": "peak"},
-            "echo": {"clip": "max_entropy", "beta": 0.1, "rollout_choice": "peak"},
-            "echo_beta1": {"clip": "max_entropy", "beta": 1.0, "rollout_choice": "peak", "seeds": [0]},
-            "dapo": {"clip": "none", **dapo}, "dapo_echo": {"clip": "max_entropy", "beta": 0.1, "rollout_choice": "peak", **dapo}}
-    m = effects.decide(runs, sft, arms)
-    assert m["e1"]["increase"] == pytest.approx(0.2) and m["e1"]["spread"] == pytest.approx(0.1)
-    assert m["e2"]["id_gain"] == pytest.approx(0.10) and m["e2"]["id_margin"] == pytest.approx(0.08)
-    assert m["e2"]["ood_gain"] == pytest.approx(0.01) and m["e2"]["ood_margin"] < 0  # inside the spread
-    assert m["e3"]["vs_random_margin"] > 0
-    assert m["e3"]["vs_min_entropy_gain"] == pytest.approx(0.01)  # mean(ID, OOD): 0.425 - 0.415
-    assert m["e3"]["vs_min_entropy_margin"] == pytest.approx(-0.01)  # spread 0.02: not reproduced
-    # each max-entropy arm against the no-clip arm that samples like it; one-seed arms paired on seed 0
-    assert [(r["arm"], r["base"], r["seeds"]) for r in m["echo_vs_base"]] == [
-        ("dapo_echo", "dapo", [0]), ("echo", "grpo", [0, 1, 2]), ("echo_beta1", "grpo", [0])]
-    assert m["echo_vs_base"][0]["id_vs_base"] == pytest.approx(0.05)
-    assert m["echo_vs_base"][1]["id_vs_base"] == pytest.approx(0.10)
-    assert m["echo_vs_base"][2]["id_vs_base"] == pytest.approx(-0.10)  # 0.50 - 0.60, not - 0.62
-    assert m["echo_vs_base"][2]["ood_vs_base"] == pytest.approx(0.10)
-    tables = effects.report_tables({**m, "entropy_profile": {
-        "carry_steps": 0.5, "no_carry_steps": 0.1, "peak_at_carry_fraction": 0.9, "carry_base_rate": 0.5}}, arms)
-    assert "| echo | 3 |" in tables and "| echo_beta1 | grpo | 1 | 0 | 50.0 | 20.0 | -10.0 | +10.0 |" in tables
-    assert "| dapo_echo | dynamic (2x prompts, degenerate groups dropped) | max_entropy |" in tables
+def run_record(arm, seed, id_items, ood_items, first=0.1, last=0.2, clips=0.5):
+    return {"arm": arm, "seed": seed, "id_accuracy": float(np.mean(id_items)), "ood_accuracy": float(np.mean(ood_items)),
+            "seconds_per_step": 1.0, "all_success_first_quarter": first, "all_success_last_quarter": last,
+            "pg_norm_first_quarter": 1.0, "pg_norm_last_quarter": 0.5, "clips_per_step": clips,
+            "correct": {"id": [float(x) for x in id_items], "ood": [float(x) for x in ood_items]}}
+
+
+def simulated_runs(gain: dict[str, float], rise: float, prompts: int = 300, seed: int = 0) -> dict:
+    """Every arm of a seed starts from the same per-prompt GRPO results; an arm redraws 20% of its
+    prompts at GRPO's rate (what another RL run changes) and then turns a share `gain` of its wrong
+    prompts right (negative: right prompts wrong). E1's rise = last - first quarter, with seed noise."""
+    rng = np.random.default_rng(seed)
+    runs = {}
+    for s in range(6):
+        base = {split: rng.random(prompts) < p for split, p in (("id", 0.6), ("ood", 0.2))}
+        for arm, seeds in SEEDS.items():
+            if s not in seeds:
+                continue
+            out = {}
+            for split, b in base.items():
+                x = b.copy()
+                if arm != "grpo":
+                    redo = rng.random(prompts) < 0.2
+                    x[redo] = rng.random(int(redo.sum())) < b.mean()
+                    g = gain.get(arm, 0.0)
+                    flip = (~x if g > 0 else x) & (rng.random(prompts) < abs(g))
+                    x = x ^ flip
+                out[split] = x
+            runs.setdefault(arm, []).append(run_record(arm, s, out["id"], out["ood"],
+                                                       first=0.1, last=0.1 + rise + rng.normal(0, 0.05)))
+    return runs
+
+
+def verdicts(runs):
+    m = effects.decide(runs, SFT, ARMS)
+    checks = [c for v in evaluate_claims(rc.load_paper("echorl")["claims"], m) for c in v["checks"]]
+    return {c["metric"]: c["verdict"] for c in checks}
+
+
+def test_effects_pair_arms_by_seed_and_prompt():
+    # seed s: grpo right on prompts 0..4 of 10 (ID) and 0 of 10 (OOD); echo on 0..(5+s) ID, 0..2 OOD
+    ids = lambda k: [1.0] * k + [0.0] * (10 - k)  # noqa: E731
+    runs = {"grpo": [run_record("grpo", s, ids(5), ids(1), first=0.1, last=0.1 + 0.1 * s) for s in range(3)],
+            "echo": [run_record("echo", s, ids(5 + s), ids(2)) for s in range(3)],
+            "random_step": [run_record("random_step", s, ids(5), ids(1)) for s in (0, 2)],
+            "echo_beta1": [run_record("echo_beta1", 1, ids(9), ids(1))]}
+    arms = {**ARMS, "echo_beta1": {"clip": "max_entropy", "beta": 1.0, "rollout_choice": "peak", "seeds": [1]}}
+    m = effects.decide(runs, SFT, arms)
+    assert m["e1"]["increase"]["value"] == pytest.approx(0.1) and m["e1"]["increase"]["n"] == 3
+    e = m["e2"]["id"]
+    assert e["value"] == pytest.approx(0.1) and e["seeds"] == [0, 1, 2] and e["unit"] == "seeds x items"
+    assert e["samples"] == pytest.approx([0.0, 0.1, 0.2]) and e["n_items"] == 30
+    assert e["ci"][0] <= e["ci_items"][0] <= e["value"] <= e["ci_items"][1] <= e["ci"][1]
+    # OOD: the same difference on every seed, yet one prompt of ten carries it: the prompts' noise counts
+    e = m["e2"]["ood"]
+    assert e["samples"] == pytest.approx([0.1] * 3) and e["ci"][0] < 0.1 < e["ci"][1]
+    # E3 pairs on the seeds the ablation ran; mean(ID, OOD): seed 0 (0 + 0.1) / 2, seed 2 (0.2 + 0.1) / 2
+    assert m["e3"]["vs_random"]["seeds"] == [0, 2] and m["e3"]["vs_random"]["value"] == pytest.approx(0.1)
+    assert "vs_min_entropy" not in m["e3"]
+    # a one-seed sweep arm: paired with GRPO on its seed, item interval only
+    assert [r["arm"] for r in m["echo_vs_base"]] == ["echo", "echo_beta1"]
+    row = m["echo_vs_base"][1]
+    assert row["id"]["seeds"] == [1] and row["id"]["ci"] == [None, None]
+    assert row["id"]["value"] == pytest.approx(0.4) and row["id"]["ci_items"][0] > 0
+    tables = effects.report_tables(m, arms)
+    assert "| echo - grpo, ID (E2) | +10.0 |" in tables and "| echo_beta1 | grpo | 1 | 1 | +40.0 |" in tables
+    assert "same 10 ID and 10 OOD test prompts" in tables
+
+
+def test_mean_of_id_and_ood_weights_the_splits_equally():
+    run = {"correct": {"id": [1.0, 1.0, 1.0, 0.0], "ood": [0.0, 1.0]}}
+    assert np.mean(effects.items(run, "avg")) == pytest.approx((0.75 + 0.5) / 2)
+
+
+def test_null_effects_are_not_reproduced():
+    v = verdicts(simulated_runs(gain={}, rise=0.0))
+    assert all(x in (NOT_REPRODUCED, INCONCLUSIVE) for x in v.values()), v
+    # an arm identical to GRPO on every prompt: a zero-width interval on 0, which "> 0" rejects
+    runs = simulated_runs(gain={}, rise=0.0)
+    runs["echo"] = [{**r, "arm": "echo"} for r in runs["grpo"]]
+    assert verdicts(runs)["e2.id"] == NOT_REPRODUCED
+    # the max-entropy clip clearly worse than the ablations: ">= 0" not reproduced
+    v = verdicts(simulated_runs(gain={"random_step": 0.3, "min_entropy": 0.3}, rise=-0.2))
+    assert v["e1.increase"] == v["e3.vs_random"] == v["e3.vs_min_entropy"] == NOT_REPRODUCED
+
+
+def test_clear_effects_are_reproduced():
+    v = verdicts(simulated_runs(gain={"echo": 0.3}, rise=0.2))
+    assert set(v) == {"e1.increase", "e2.id", "e2.ood", "e3.vs_random", "e3.vs_min_entropy"}
+    assert all(x == REPRODUCED for x in v.values()), v
 
 
 @pytest.fixture
@@ -210,11 +275,13 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
         m = run_stage("echorl", rl, path, r / "rl" / arm / "seed0", ["rollout", "rl", "evaluate", "arms"],
                       [("data", r / "data"), ("sft", r / "sft")], [("arm", arm), ("seed", "0")])
         history = json.loads((r / "rl" / arm / "seed0" / "history.json").read_text())
-        assert m["arm"] == arm and len(history) == 2
+        items = json.loads((r / "rl" / arm / "seed0" / "items.json").read_text())
+        assert m["arm"] == arm and len(history) == 2 and len(items["id"]["correct"]) == d["id_test_rows"]
         # dynamic sampling trains on at most prompts_per_step (2) of the 3 x 2 sampled groups
         assert all(h["policy_groups"] == (min(2, round(6 * (1 - h["degenerate_fraction"]))) if "dapo" in arm else 2)
                    for h in history)
         inputs.append((f"rl_{arm}_seed0", r / "rl" / arm / "seed0"))
     m = run_stage("echorl", analysis, path, r / "analysis", ["arms"], inputs)
     assert set(m["arms"]) == {"grpo", "echo", "random_step", "min_entropy", "whole_sft", "dapo", "dapo_echo"}
+    assert m["e2"]["id"]["n_items"] == 12 and m["e2"]["id"]["ci"] == [None, None]  # one seed: no interval
     assert (r / "analysis" / "accuracy.png").stat().st_size > 1000 and (r / "analysis" / "tables.md").exists()

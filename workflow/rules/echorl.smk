@@ -1,6 +1,6 @@
 # EchoRL: data -> sft -> rl/{arm}/seed{seed} (GRPO, +EchoClip, ablations, beta sweep, DAPO-style
 # dynamic sampling +/- EchoClip) -> analysis -> report.
-# an arm may run on fewer seeds than rl.seeds (beta sweep, DAPO arms)
+# an arm may run on fewer seeds than rl.seeds (ablations, beta sweep, DAPO arms)
 RL_RUNS = [{"arm": a, "seed": s} for a, spec in PARAMS["echorl"][PROFILE]["arms"].items()
            for s in spec.get("seeds", PARAMS["echorl"][PROFILE]["rl"]["seeds"])]
 

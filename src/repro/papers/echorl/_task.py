@@ -36,14 +36,19 @@ class Task:
         return torch.tensor([verify(t, answers[int(g)], self.pattern)
                              for t, g in zip(texts, rollouts.group_ids)])
 
-    def accuracy(self, model, ds, batch_size: int, max_new_tokens: int) -> float:
-        """Greedy accuracy on every row of `ds` (a split or a selection of one)."""
-        correct = 0.0
+    def correct(self, model, ds, batch_size: int, max_new_tokens: int) -> list[float]:
+        """Greedy correctness (1.0 / 0.0) of every row of `ds` (a split or a selection of one), in row order."""
+        out = []
         for i in range(0, len(ds), batch_size):
             rows = ds[i:i + batch_size]
             ro = self.rollouts(model, rows, group_size=1, max_new_tokens=max_new_tokens, greedy=True)
-            correct += float(self.rewards(ro, rows["answer"]).sum())
-        return correct / len(ds)
+            out += self.rewards(ro, rows["answer"]).tolist()
+        return out
+
+    def accuracy(self, model, ds, batch_size: int, max_new_tokens: int) -> float:
+        """Greedy accuracy on every row of `ds`."""
+        c = self.correct(model, ds, batch_size, max_new_tokens)
+        return sum(c) / len(c)
 
     def sft_batch(self, rows, max_len: int) -> dict:
         """prompt + solution + EOS, right-padded; loss on the solution and EOS only."""

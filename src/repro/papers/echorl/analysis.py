@@ -1,5 +1,5 @@
-"""Stage 4: E1-E3 decided from every RL job; figures (degenerate fraction, policy-gradient norm,
-accuracy per arm, step-entropy profile) and report tables."""
+"""Stage 4: E1-E3 effects from every RL job (paired by seed and test prompt); figures (degenerate
+fraction, policy-gradient norm, accuracy per arm, step-entropy profile) and report tables."""
 import numpy as np
 
 from repro.core.io import atomic_write_text, read_json, read_metrics
@@ -29,8 +29,8 @@ def accuracy_figure(m: dict, runs: dict, path) -> None:
     names = list(m["arms"])
     for j, split in enumerate(("id", "ood")):
         x = np.arange(len(names)) + (j - 0.5) * 0.38
-        ax.bar(x, [100 * m["arms"][a][f"{split}_mean"] for a in names], 0.36,
-               yerr=[100 * m["arms"][a][f"{split}_std"] for a in names], capsize=3, label=split.upper())
+        ax.bar(x, [100 * m["arms"][a][split]["mean"] for a in names], 0.36,
+               yerr=[100 * m["arms"][a][split]["std"] for a in names], capsize=3, label=split.upper())
         for xi, a in zip(x, names):
             ax.plot([xi] * len(runs[a]), [100 * r[f"{split}_accuracy"] for r in runs[a]], "k.", ms=4)
         ax.axhline(100 * m["sft"][f"{split}_accuracy"], color=f"C{j}", ls="--", lw=1)
@@ -52,13 +52,26 @@ def entropy_figure(profile: dict, path) -> None:
     save(fig, path)
 
 
+def load_runs(inputs: dict) -> tuple[dict, dict]:
+    """arm -> run records (metrics + per-prompt correctness), arm -> histories. Pairing by prompt needs
+    every job to have evaluated the same prompts in the same order: checked here."""
+    runs, histories, prompts = {}, {}, None
+    for name, path in sorted(inputs.items()):
+        if not name.startswith("rl_"):
+            continue
+        metrics, items = read_metrics(path), read_json(path / "items.json")
+        seen = {split: v["prompt"] for split, v in items.items()}
+        if prompts is not None and seen != prompts:
+            raise ValueError(f"{path}: its test prompts differ from the other RL jobs'; arms cannot be paired")
+        prompts = seen
+        correct = {split: v["correct"] for split, v in items.items()}
+        runs.setdefault(metrics["arm"], []).append({**metrics, "correct": correct})
+        histories.setdefault(metrics["arm"], []).append(read_json(path / "history.json"))
+    return runs, histories
+
+
 def run(ctx: StageContext) -> dict:
-    runs, histories = {}, {}
-    for name, path in sorted(ctx.inputs.items()):
-        if name.startswith("rl_"):
-            metrics = read_metrics(path)
-            runs.setdefault(metrics["arm"], []).append(metrics)
-            histories.setdefault(metrics["arm"], []).append(read_json(path / "history.json"))
+    runs, histories = load_runs(ctx.inputs)
     m = effects.decide(runs, read_metrics(ctx.inputs["sft"]), ctx.params["arms"])
     curve_figure(histories, "all_success_fraction", "fraction of all-success (degenerate) groups",
                  ctx.out / "degenerate_fraction.png")

@@ -1,36 +1,55 @@
-"""The numbers that decide E1-E3, from the RL jobs' metrics and histories, and the report tables.
+"""The effects that decide E1-E3, from the RL jobs' metrics, histories and per-prompt results, and the
+report tables.
 
-Pure functions over metrics dicts, so the decisions are unit-tested on constructed numbers. A
-difference counts only beyond the seed spread: margin = difference - spread, where spread is the
-larger of the two arms' standard deviations over seeds (E1: the std over seeds of the increase).
-E3 compares the mean of ID and OOD accuracy.
+Pure functions over metrics dicts, so the decisions are unit-tested on constructed numbers. Every
+run record is an RL job's metrics plus `correct`: {split: greedy correctness per test prompt}, the same
+prompts in the same order for every arm and seed. Effects (repro.report.intervals):
+- E1: the rise of the all-success group fraction from the first to the last quarter of GRPO training,
+  one value per GRPO seed, interval over seeds.
+- E2, E3 and the EchoClip-vs-base tables: arm minus arm on the seeds both ran (paired: same seed, same
+  SFT init), per-prompt differences (paired: same prompts), interval over seeds then prompts within
+  seeds (`hierarchical`), with the prompts-only interval beside it. E3 reads mean(ID, OOD) accuracy.
 """
 from __future__ import annotations
 
 import statistics
 
+from repro.report.intervals import hierarchical, mean_ci, spread
 
-def mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+SPLITS = ("id", "ood")
 
 
-def arm_summary(runs: list[dict]) -> dict:
-    out = {"seeds": len(runs)}
-    for key in ("id", "ood"):
-        out[f"{key}_mean"], out[f"{key}_std"] = mean_std([r[f"{key}_accuracy"] for r in runs])
-    out["avg_mean"], out["avg_std"] = mean_std([(r["id_accuracy"] + r["ood_accuracy"]) / 2 for r in runs])
-    out["seconds_per_step"] = statistics.fmean(r["seconds_per_step"] for r in runs)
-    out["all_success_last_quarter"] = statistics.fmean(r["all_success_last_quarter"] for r in runs)
+def avg_items(id_items: list[float], ood_items: list[float]) -> list[float]:
+    """One list whose mean is mean(mean(ID), mean(OOD)): each split's items weighted by
+    n / (2 n_split), i.e. unweighted when the two splits have equal size."""
+    n = len(id_items) + len(ood_items)
+    return ([x * n / (2 * len(id_items)) for x in id_items] +
+            [x * n / (2 * len(ood_items)) for x in ood_items])
+
+
+def items(run: dict, key: str) -> list[float]:
+    """A run's per-prompt correctness on `key`: a split, or `avg` (both splits, see avg_items)."""
+    c = run["correct"]
+    return avg_items(c["id"], c["ood"]) if key == "avg" else c[key]
+
+
+def paired(runs: dict[str, list[dict]], a: str, b: str, key: str) -> dict:
+    """`a` minus `b` on `key` over the seeds both arms ran: per seed, the per-prompt differences;
+    hierarchical interval (seeds x prompts) and the prompts-only interval (`ci_items`)."""
+    by_seed = {r["seed"]: r for r in runs[b]}
+    pairs = sorted(((r["seed"], r) for r in runs[a] if r["seed"] in by_seed), key=lambda p: p[0])
+    diffs = [[x - y for x, y in zip(items(r, key), items(by_seed[s], key), strict=True)] for s, r in pairs]
+    return {**hierarchical(diffs), "seeds": [s for s, _ in pairs]}
+
+
+def arm_summary(rs: list[dict]) -> dict:
+    """Descriptive rows of the accuracy table: spread over seeds (mean, std, min, max, n)."""
+    out = {key: spread([statistics.fmean(items(r, key)) for r in rs]) for key in (*SPLITS, "avg")}
+    out.update(seeds=sorted(r["seed"] for r in rs),
+               seconds_per_step=statistics.fmean(r["seconds_per_step"] for r in rs),
+               all_success_last_quarter=statistics.fmean(r["all_success_last_quarter"] for r in rs),
+               clips_per_step=statistics.fmean(r["clips_per_step"] for r in rs))
     return out
-
-
-def compare(arms: dict, a: str, b: str, key: str) -> dict:
-    """a minus b on `key` (id/ood/avg), with the spread and the margin beyond it."""
-    if a not in arms or b not in arms:
-        return {"gain": None, "spread": None, "margin": None}
-    gain = arms[a][f"{key}_mean"] - arms[b][f"{key}_mean"]
-    spread = max(arms[a][f"{key}_std"], arms[b][f"{key}_std"])
-    return {"gain": gain, "spread": spread, "margin": gain - spread}
 
 
 def base_arm(arms: dict, name: str) -> str | None:
@@ -42,46 +61,34 @@ def base_arm(arms: dict, name: str) -> str | None:
 
 def echo_vs_base(runs: dict[str, list[dict]], arms: dict) -> list[dict]:
     """Every max-entropy EchoClip arm (the beta sweep, the second RLVR method) against its base arm on
-    the seeds both ran (paired, so a one-seed arm is not compared with a three-seed mean)."""
+    the seeds both ran: paired by seed and prompt. Non-evidence tables where one seed is shared."""
     rows = []
     for name, spec in arms.items():
         base = base_arm(arms, name)
         if spec["clip"] != "max_entropy" or name not in runs or base not in runs:
             continue
-        by_seed = {r["seed"]: r for r in runs[base]}
-        row = {"arm": name, "base": base, "beta": spec["beta"], "rollout_choice": spec["rollout_choice"],
-               "seeds": sorted(r["seed"] for r in runs[name])}
-        paired = [r for r in runs[name] if r["seed"] in by_seed]
-        for key in ("id", "ood"):
-            row[key] = statistics.fmean(r[f"{key}_accuracy"] for r in runs[name])
-            row[f"{key}_vs_base"] = (statistics.fmean(r[f"{key}_accuracy"] - by_seed[r["seed"]][f"{key}_accuracy"]
-                                                     for r in paired) if paired else None)
-        rows.append(row)
+        rows.append({"arm": name, "base": base, "beta": spec["beta"], "rollout_choice": spec["rollout_choice"],
+                     **{key: paired(runs, name, base, key) for key in SPLITS}})
     return sorted(rows, key=lambda r: (r["base"], r["beta"], r["arm"]))
 
 
 def decide(runs: dict[str, list[dict]], sft: dict, arm_params: dict) -> dict:
-    """`runs`: arm -> the RL jobs' metrics (one per seed); `sft`: the SFT stage's metrics."""
-    arms = {name: arm_summary(rs) for name, rs in runs.items()}
-    grpo = runs["grpo"]
-    inc = [r["all_success_last_quarter"] - r["all_success_first_quarter"] for r in grpo]
-    inc_mean, inc_std = mean_std(inc)
-    e1 = {"first_quarter": statistics.fmean(r["all_success_first_quarter"] for r in grpo),
-          "last_quarter": statistics.fmean(r["all_success_last_quarter"] for r in grpo),
-          "increase": inc_mean, "spread": inc_std, "margin": inc_mean - inc_std,
-          "pg_norm_first_quarter": statistics.fmean(r["pg_norm_first_quarter"] for r in grpo),
-          "pg_norm_last_quarter": statistics.fmean(r["pg_norm_last_quarter"] for r in grpo)}
-    e2 = {}
-    for key in ("id", "ood"):
-        c = compare(arms, "echo", "grpo", key)
-        e2.update({f"{key}_gain": c["gain"], f"{key}_spread": c["spread"], f"{key}_margin": c["margin"]})
-    e2["overhead"] = arms["echo"]["seconds_per_step"] / arms["grpo"]["seconds_per_step"] - 1
-    e3 = {}
-    for other in ("random", "min_entropy", "whole_sft"):
-        c = compare(arms, "echo", "random_step" if other == "random" else other, "avg")
-        e3.update({f"vs_{other}_gain": c["gain"], f"vs_{other}_spread": c["spread"],
-                   f"vs_{other}_margin": c["margin"]})
-    return {"arms": arms, "sft": {k: sft[k] for k in ("id_accuracy", "ood_accuracy", "steps")},
+    """`runs`: arm -> run records (one per seed); `sft`: the SFT stage's metrics."""
+    grpo = sorted(runs["grpo"], key=lambda r: r["seed"])
+    quarters = {q: [r[f"all_success_{q}_quarter"] for r in grpo] for q in ("first", "last")}
+    e1 = {"increase": mean_ci([b - a for a, b in zip(quarters["first"], quarters["last"])]),
+          "first_quarter": spread(quarters["first"]), "last_quarter": spread(quarters["last"]),
+          "pg_norm_first_quarter": spread([r["pg_norm_first_quarter"] for r in grpo]),
+          "pg_norm_last_quarter": spread([r["pg_norm_last_quarter"] for r in grpo])}
+    e2 = {key: paired(runs, "echo", "grpo", key) for key in SPLITS}
+    e2["overhead"] = (statistics.fmean(r["seconds_per_step"] for r in runs["echo"]) /
+                      statistics.fmean(r["seconds_per_step"] for r in grpo) - 1)
+    e3 = {f"vs_{short}": paired(runs, "echo", arm, "avg")
+          for short, arm in (("random", "random_step"), ("min_entropy", "min_entropy"), ("whole_sft", "whole_sft"))
+          if arm in runs}
+    return {"arms": {name: arm_summary(runs[name]) for name in arm_params if name in runs},
+            "sft": {k: sft[k] for k in ("id_accuracy", "ood_accuracy", "steps")},
+            "test_prompts": {key: len(grpo[0]["correct"][key]) for key in SPLITS},
             "entropy_profile": sft["entropy_profile"], "e1": e1, "e2": e2, "e3": e3,
             "echo_vs_base": echo_vs_base(runs, arm_params)}
 
@@ -90,54 +97,79 @@ def _pt(x) -> str:
     return "n/a" if x is None else f"{100 * x:+.1f}"
 
 
+def _ci(ci) -> str:
+    return "n/a (one seed)" if ci[0] is None else f"[{_pt(ci[0])}, {_pt(ci[1])}]"
+
+
+def _effect_row(label: str, e: dict) -> str:
+    return (f"| {label} | {_pt(e['value'])} | {_ci(e['ci'])} | {_ci(e['ci_items'])} | "
+            f"{', '.join(map(str, e['seeds']))} |")
+
+
 def report_tables(m: dict, arms: dict) -> str:
-    """Markdown sections: arms, EchoClip vs its base arm, accuracy per arm, E1-E3 numbers, the step-entropy profile."""
-    s = m["sft"]
-    lines = ["## Arms", "", "| arm | sampling | clip ends at | beta | clip taken from |", "|---|---|---|---|---|"]
+    """Markdown sections: what the seeds vary, arms, E1-E3 effects with both intervals, EchoClip vs its
+    base arm, accuracy per arm, the step-entropy profile."""
+    s, n = m["sft"], m["test_prompts"]
+    lines = ["## Seeds", "",
+             "The data and the SFT warm-up are one job shared by every arm (seed 0); the seeds vary the RL "
+             "stage only (rollout sampling, prompt order, the random-step clip). Arms are compared on the "
+             f"seeds they share and on the same {n['id']} ID and {n['ood']} OOD test prompts (greedy).", "",
+             "## Arms", "", "| arm | sampling | clip ends at | beta | clip taken from | seeds |", "|---|---|---|---|---|---|"]
     for name, a in arms.items():
         ds = a.get("dynamic_sampling")
         sampling = f"dynamic ({ds['oversample']}x prompts, degenerate groups dropped)" if ds else "GRPO"
+        choice = dict(peak="the rollout with the highest peak step entropy", all="every rollout")
         lines.append(f"| {name} | {sampling} | {a['clip']} | {a.get('beta', '')} | "
-                     f"{dict(peak='the rollout with the highest peak step entropy', all='every rollout').get(a.get('rollout_choice'), '')} |")
-    lines += ["", "## EchoClip against its base method: beta sweep and the second RLVR method", "",
-              "Each arm that clips at the highest-entropy step, against the arm without a clip that samples "
-              "the same way (GRPO, or DAPO-style dynamic sampling), on the seeds both ran. beta is 0.001 at "
-              "7B; at this scale the clip NLL and the policy loss have other magnitudes, so it is swept here. "
-              "The `echo` arm's beta was fixed before the runs (E2/E3 use it).", "",
-              "| arm | base | beta | seeds | ID | OOD | ID - base | OOD - base |", "|---|---|---|---|---|---|---|---|"]
-    for r in m["echo_vs_base"]:
-        lines.append(f"| {r['arm']} | {r['base']} | {r['beta']:g} | {', '.join(map(str, r['seeds']))} | "
-                     f"{100 * r['id']:.1f} | {100 * r['ood']:.1f} | {_pt(r['id_vs_base'])} | {_pt(r['ood_vs_base'])} |")
-    lines += ["", "## Accuracy per arm (greedy, % of test prompts; mean ± std over seeds)", "",
-             f"SFT initialisation (all arms start here; {s['steps']} SFT steps): ID {100 * s['id_accuracy']:.1f}%, "
-             f"OOD {100 * s['ood_accuracy']:.1f}%.", "",
-             "| arm | seeds | ID | OOD | mean(ID, OOD) | all-success groups, last quarter | s / step |",
-             "|---|---|---|---|---|---|---|"]
-    for name, a in m["arms"].items():
-        lines.append(f"| {name} | {a['seeds']} | {100 * a['id_mean']:.1f} ± {100 * a['id_std']:.1f} | "
-                     f"{100 * a['ood_mean']:.1f} ± {100 * a['ood_std']:.1f} | "
-                     f"{100 * a['avg_mean']:.1f} ± {100 * a['avg_std']:.1f} | "
-                     f"{100 * a['all_success_last_quarter']:.0f}% | {a['seconds_per_step']:.2f} |")
+                     f"{choice.get(a.get('rollout_choice'), '')} | "
+                     f"{', '.join(map(str, m['arms'][name]['seeds'])) if name in m['arms'] else ''} |")
     e1, e2, e3 = m["e1"], m["e2"], m["e3"]
-    lines += ["", "## E1: advantage-degenerated groups during GRPO", "",
+    inc = e1["increase"]
+    lines += ["", "## E1: advantage-degenerated (all-success) groups during GRPO", "",
               "| quantity | first quarter | last quarter |", "|---|---|---|",
-              f"| all-success groups (fraction) | {e1['first_quarter']:.3f} | {e1['last_quarter']:.3f} |",
-              f"| policy-gradient norm | {e1['pg_norm_first_quarter']:.4f} | {e1['pg_norm_last_quarter']:.4f} |",
-              "", f"Increase {e1['increase']:+.3f}, seed std of the increase {e1['spread']:.3f}.", "",
-              "## E2 / E3: differences in accuracy points (margin = difference - seed spread)", "",
-              "| comparison | difference | spread | margin |", "|---|---|---|---|"]
-    rows = [("echo - grpo, ID", "id", e2), ("echo - grpo, OOD", "ood", e2),
-            ("echo - random_step, mean(ID, OOD)", "vs_random", e3),
-            ("echo - min_entropy, mean(ID, OOD)", "vs_min_entropy", e3),
-            ("echo - whole_sft, mean(ID, OOD)", "vs_whole_sft", e3)]
-    for label, key, src in rows:
-        lines.append(f"| {label} | {_pt(src[f'{key}_gain'])} | {_pt(src[f'{key}_spread'])} | "
-                     f"{_pt(src[f'{key}_margin'])} |")
+              f"| all-success groups (fraction, mean ± std over {inc['n']} seeds) | "
+              f"{e1['first_quarter']['mean']:.3f} ± {e1['first_quarter']['std']:.3f} | "
+              f"{e1['last_quarter']['mean']:.3f} ± {e1['last_quarter']['std']:.3f} |",
+              f"| policy-gradient norm | {e1['pg_norm_first_quarter']['mean']:.4f} | "
+              f"{e1['pg_norm_last_quarter']['mean']:.4f} |", "",
+              f"Increase {inc['value']:+.3f}, 95% CI over seeds "
+              + ("n/a (one seed)" if inc["ci"][0] is None else f"[{inc['ci'][0]:+.3f}, {inc['ci'][1]:+.3f}]") + ".",
+              "", "## E2 / E3: paired differences in accuracy points", "",
+              "Same seed, same test prompts. The interval over seeds x prompts decides the check; the "
+              "prompts-only interval (seeds held fixed) shows what a larger test set alone would narrow.", "",
+              "| comparison | difference | 95% CI seeds x prompts | 95% CI prompts only | seeds |",
+              "|---|---|---|---|---|",
+              _effect_row("echo - grpo, ID (E2)", e2["id"]), _effect_row("echo - grpo, OOD (E2)", e2["ood"])]
+    for key, other in (("vs_random", "random_step"), ("vs_min_entropy", "min_entropy"), ("vs_whole_sft", "whole_sft")):
+        if key in e3:
+            lines.append(_effect_row(f"echo - {other}, mean(ID, OOD){' (E3)' if other != 'whole_sft' else ''}",
+                                     e3[key]))
     lines += ["", f"EchoClip overhead per RL step vs GRPO: {100 * e2['overhead']:+.0f}% "
-              "(wall time on a shared CPU, indicative only).", ""]
+              "(wall time on a shared CPU, indicative only).", "",
+              "## EchoClip against its base method: beta sweep and the second RLVR method", "",
+              "Not evidence for any claim (one-seed sweeps, amendment): each arm that clips at the "
+              "highest-entropy step against the arm without a clip that samples the same way (GRPO, or "
+              "DAPO-style dynamic sampling), paired on the seeds both ran and on the same prompts. beta is "
+              "0.001 at 7B; at this scale the clip NLL and the policy loss have other magnitudes, so it is "
+              "swept here. The `echo` arm's beta was fixed before the runs (E2/E3 use it).", "",
+              "| arm | base | beta | seeds | ID - base | 95% CI prompts only | OOD - base | 95% CI prompts only |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in m["echo_vs_base"]:
+        lines.append(f"| {r['arm']} | {r['base']} | {r['beta']:g} | {', '.join(map(str, r['id']['seeds']))} | "
+                     f"{_pt(r['id']['value'])} | {_ci(r['id']['ci_items'])} | "
+                     f"{_pt(r['ood']['value'])} | {_ci(r['ood']['ci_items'])} |")
+    lines += ["", "## Accuracy per arm (greedy, % of test prompts; mean ± std over seeds)", "",
+              f"SFT initialisation (all arms start here; {s['steps']} SFT steps): ID {100 * s['id_accuracy']:.1f}%, "
+              f"OOD {100 * s['ood_accuracy']:.1f}%.", "",
+              "| arm | seeds | ID | OOD | mean(ID, OOD) | all-success groups, last quarter | clips / step | s / step |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, a in m["arms"].items():
+        cell = lambda d: f"{100 * d['mean']:.1f} ± {100 * d['std']:.1f}"  # noqa: E731
+        lines.append(f"| {name} | {len(a['seeds'])} | {cell(a['id'])} | {cell(a['ood'])} | {cell(a['avg'])} | "
+                     f"{100 * a['all_success_last_quarter']:.0f}% | {a['clips_per_step']:.2f} | "
+                     f"{a['seconds_per_step']:.2f} |")
     p = m["entropy_profile"]
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
-    lines += ["## Step-entropy profile of the SFT policy (temperature-1 samples, ID prompts)", "",
+    lines += ["", "## Step-entropy profile of the SFT policy (temperature-1 samples, ID prompts)", "",
               f"Mean step entropy: carry steps {fmt(p['carry_steps'])} nats, no-carry steps "
               f"{fmt(p['no_carry_steps'])} nats. The highest-entropy step is a carry step in "
               f"{fmt(p['peak_at_carry_fraction'])} of responses (share of carry steps: "

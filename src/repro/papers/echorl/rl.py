@@ -1,5 +1,5 @@
 """Stage 3: RL post-training of the SFT policy, one arm and one seed: GRPO, optionally with an
-EchoClip auxiliary loss (or one of its ablations); then greedy ID/OOD accuracy.
+EchoClip auxiliary loss (or one of its ablations); then greedy ID/OOD correctness per test prompt.
 
 Per step: G rollouts of each of P prompts on the KV cache -> verifier rewards -> group advantages
 (degenerate groups give zeros) -> PPO-clip loss (+ entropy bonus) -> for all-success groups, the clip
@@ -101,9 +101,14 @@ def run(ctx: StageContext) -> dict:
                                   if clips else None)})
     train_s = time.perf_counter() - start
     model = accelerator.unwrap_model(model).eval()
-    acc = {split: task.accuracy(model, task.splits[f"{split}_test"], ev["batch_size"], ev["max_new_tokens"])
-           for split in ("id", "ood")}
+    # per test prompt, so the analysis pairs arms on the same seed and the same prompts
+    items = {split: {"prompt": task.splits[f"{split}_test"]["prompt"],
+                     "correct": task.correct(model, task.splits[f"{split}_test"], ev["batch_size"],
+                                             ev["max_new_tokens"])}
+             for split in ("id", "ood")}
+    acc = {split: sum(v["correct"]) / len(v["correct"]) for split, v in items.items()}
     atomic_write_json(ctx.out / "history.json", history)
+    atomic_write_json(ctx.out / "items.json", items)
     quarter = max(1, len(history) // 4)
     mean = lambda key, rows: sum(r[key] for r in rows) / len(rows)  # noqa: E731
     return {"arm": ctx.wildcards["arm"], "seed": seed, "id_accuracy": acc["id"], "ood_accuracy": acc["ood"],
@@ -113,7 +118,7 @@ def run(ctx: StageContext) -> dict:
             "pg_norm_first_quarter": mean("pg_norm", history[:quarter]),
             "pg_norm_last_quarter": mean("pg_norm", history[-quarter:]),
             "reward_last_quarter": mean("reward", history[-quarter:]),
-            "clips_total": sum(r["clips"] for r in history)}
+            "clips_per_step": sum(r["clips"] for r in history) / len(history)}
 
 
 if __name__ == "__main__":
