@@ -73,7 +73,7 @@ def test_reports_and_metrics(smoke_repo):
     assert re.search(r"\| P1 \|.*\*\*(reproduced|not reproduced|inconclusive|not checkable)\*\*", report)
     assert (smoke_repo / "reports/smoke/pruninginfersim/frontier.png").exists()
     metrics = sorted((smoke_repo / "results/smoke/pruninginfersim").rglob("metrics.json"))
-    assert len(metrics) == 19  # data, train, 8 prune (dynamic depth on 2 router seeds), 8 evaluate, latency, analysis
+    assert len(metrics) == 18  # data, train, 7 prune (6 families, dynamic depth on 2 router seeds), 7 evaluate, latency, analysis
     assert not list((smoke_repo / "results").rglob("*.partial"))
 
 
@@ -101,7 +101,7 @@ def test_mlflow_parent_and_child_runs(smoke_repo):
     assert "val_loss" in train.data.metrics and train.data.params["train.steps"] == "4"
     assert train.data.tags["repro.seed"] == "0"
     names = {r.info.run_name for r in client.search_runs([exp.experiment_id], max_results=100)}
-    assert {"prune[family=static_depth]", "latency", "analysis"} <= names
+    assert {"prune[family=static_depth][seed=0]", "latency", "analysis"} <= names
 
 
 def test_rerun_plans_only_what_depends_on_a_change(smoke_repo):
@@ -113,7 +113,7 @@ def test_rerun_plans_only_what_depends_on_a_change(smoke_repo):
         assert planned(smoke_repo) == {"pruninginfersim_analysis": 1, "paper_report": 1, "index": 1, "all": 1}
         params.write_text(original.replace("seq_len: 32, lr: 0.003, warmup: 1", "seq_len: 32, lr: 0.002, warmup: 1", 1))
         plan = planned(smoke_repo)
-        assert plan["pruninginfersim_train"] == 1 and plan["pruninginfersim_evaluate"] == 8
+        assert plan["pruninginfersim_train"] == 1 and plan["pruninginfersim_evaluate"] == 7
         assert "pruninginfersim_data" not in plan and "pruninginfersim_latency" not in plan
     finally:
         params.write_text(original)
