@@ -522,25 +522,30 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
         b = run_stage("proactivellm", pretrain, path, r / "pretrain" / task, ["tasks", "model", "streaming", "pretrain"],
                       [("data", r / "data" / task)], [("task", task)])
         assert b["steps"] == 0  # the hub model is the backbone as it is
-        for arm in arms:
-            for seed in seeds:
-                run = (("task", task), ("arm", arm), ("seed", seed))
+        for seed in seeds:
+            for arm in arms:
                 out = r / "train" / task / arm / f"seed{seed}"
                 m = run_stage("proactivellm", train, path, out, ["tasks", "model", "streaming", "arms", "train"],
-                              [("data", r / "data" / task), ("backbone", r / "pretrain" / task)], run)
+                              [("data", r / "data" / task), ("backbone", r / "pretrain" / task)],
+                              (("task", task), ("arm", arm), ("seed", seed)))
                 assert m["arm"] == arm and m["seed"] == seed and m["steps"] == 2 and m["val_nll_full_view"] > 0
-                ev_out = r / "evaluate" / task / arm / f"seed{seed}"
-                ev = run_stage("proactivellm", evaluate, path, ev_out, ["tasks", "streaming", "evaluate"],
-                               [("data", r / "data" / task), ("train", out)], run)
-                assert ev["arm"] == arm and ev["seed"] == seed and ev["attention_sign"] in (1.0, -1.0)
-                with np.load(ev_out / "items.npz") as z:
-                    assert z["point_al"].shape == (len(ev["points"]), 6) and len(z["state_item"]) == ev["states"]
-                inputs.append((f"evaluate_{task}_{arm}_seed{seed}", ev_out))
+            ev_out = r / "evaluate" / task / f"seed{seed}"
+            ev = run_stage("proactivellm", evaluate, path, ev_out, ["tasks", "streaming", "evaluate"],
+                           [("data", r / "data" / task),
+                            *((f"train_{arm}", r / "train" / task / arm / f"seed{seed}") for arm in arms)],
+                           (("task", task), ("seed", seed)))
+            assert ev["seed"] == seed and set(ev["arms"]) == set(arms)
+            for arm in arms:
+                assert ev["arms"][arm]["attention_sign"] in (1.0, -1.0)
+                with np.load(ev_out / arm / "items.npz") as z:
+                    points = ev["arms"][arm]["points"]
+                    assert z["point_al"].shape == (len(points), 6) and len(z["state_item"]) == ev["arms"][arm]["states"]
+            inputs.append((f"evaluate_{task}_seed{seed}", ev_out))
         saved = json.loads((r / "train" / task / "v4" / "seed0" / "model" / "config.json").read_text())
         assert saved["model_type"] == "qwen2" and saved["dtype"] == "bfloat16"
         assert (r / "train" / task / "v4" / "seed0" / "head" / "model.safetensors").exists()
-        assert "learned" in ev["auroc"]  # the last one evaluated: V4 with its oracle-trained head
-        v3 = json.loads((r / "evaluate" / task / "v3" / "seed1" / "metrics.json").read_text())["metrics"]
+        assert "learned" in ev["arms"]["v4"]["auroc"]  # V4 with its oracle-trained head
+        v3 = json.loads((r / "evaluate" / task / "seed1" / "metrics.json").read_text())["metrics"]["arms"]["v3"]
         assert {p["policy"] for p in v3["points"]} == {"read_all", "waitk", "entropy", "maxprob", "attention", "oracle"}
     m = run_stage("proactivellm", analysis, path, r / "analysis", ["analysis"], inputs)
     assert set(m["a1"]) == {"synthmt", "synthqa"}

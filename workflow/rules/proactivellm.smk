@@ -1,7 +1,7 @@
 # ProactiveLLM: data/{task} -> pretrain/{task} (the offline backbone, one seed, shared by every arm)
 # -> train/{task}/{arm}/seed{seed} (V0 full, V1 wait-k, V2 MSM, V3 MSM + SPSD, V4 MSM + oracle-label
-# head) -> evaluate/{task}/{arm}/seed{seed} (streaming loop per head x tau, wait-k, read-then-generate,
-# oracle; AUROC vs oracle sufficiency) -> analysis (claims A1-A3, intervals over seeds) -> report.
+# head) -> evaluate/{task}/seed{seed} (every arm: streaming loop per head x tau, wait-k,
+# read-then-generate, oracle; AUROC vs oracle sufficiency) -> analysis (A1-A3, intervals over seeds).
 STREAM_TASKS = [{"task": t} for t in sorted(PARAMS["proactivellm"][PROFILE]["tasks"])]
 STREAM_RUNS = product(task=sorted(PARAMS["proactivellm"][PROFILE]["tasks"]),
                       arm=sorted(PARAMS["proactivellm"][PROFILE]["arms"]), seed=PARAMS["proactivellm"][PROFILE]["seeds"])
@@ -14,9 +14,12 @@ pretrain = stage("proactivellm", "pretrain", input={"data": data}, each=STREAM_T
 train = stage("proactivellm", "train", input={"data": data, "backbone": pretrain}, each=STREAM_RUNS,
               reads=["tasks", "model", "streaming", "arms", "train"], mem_mb=3000, gpu=True, snapshot=True,
               narrow={"tasks": lambda tasks, wc: tasks[wc.task], "arms": lambda arms, wc: arms[wc.arm]})
-stage("proactivellm", "evaluate", input={"data": data, "train": train}, each=STREAM_RUNS,
+# one evaluation job per (task, seed): its arms' evaluations are short next to a job's imports
+stage("proactivellm", "evaluate",
+      input={"data": data, **{f"train_{arm}": results("proactivellm", "train", "{task}", arm, "seed{seed}")
+                              for arm in sorted(PARAMS["proactivellm"][PROFILE]["arms"])}},
+      each=product(task=sorted(PARAMS["proactivellm"][PROFILE]["tasks"]), seed=PARAMS["proactivellm"][PROFILE]["seeds"]),
       reads=["tasks", "streaming", "evaluate"], mem_mb=3000, gpu=True, snapshot=True,
-      narrow={"tasks": lambda tasks, wc: tasks[wc.task],
-              "evaluate": lambda ev, wc: {**ev, "policies": ev["policies"][wc.arm]}})
+      narrow={"tasks": lambda tasks, wc: tasks[wc.task]})
 stage("proactivellm", "analysis", input=outputs("proactivellm", "evaluate"), reads=["analysis"],
       summary=True, snapshot=True)

@@ -59,11 +59,13 @@ def auroc_figure(m: dict, path) -> None:
 def run(ctx: StageContext) -> dict:
     tasks, arrays = {}, {}
     for _, path in sorted(ctx.inputs.items()):
-        m = read_metrics(path)
-        t = tasks.setdefault(m["task"], {"metric": m["metric"], "runs": {}})
-        t["runs"].setdefault(m["arm"], {})[m["seed"]] = m
-        with np.load(path / "items.npz") as z:
-            arrays.setdefault(m["task"], {}).setdefault(m["arm"], {})[m["seed"]] = dict(z)
+        job = read_metrics(path)
+        t = tasks.setdefault(job["task"], {"metric": job["metric"], "runs": {}})
+        for arm, m in job["arms"].items():
+            t["runs"].setdefault(arm, {})[job["seed"]] = {"task": job["task"], "arm": arm, "seed": job["seed"],
+                                                          "metric": job["metric"], **m}
+            with np.load(path / arm / "items.npz") as z:
+                arrays.setdefault(job["task"], {}).setdefault(arm, {})[job["seed"]] = dict(z)
     m = effects.decide(tasks, ctx.params["analysis"]["keep_quality"])
     for name, t in tasks.items():
         effects.attach_item_intervals(m, name, effects.item_intervals(t["runs"], arrays[name], t["metric"]))
@@ -71,7 +73,7 @@ def run(ctx: StageContext) -> dict:
     auroc_figure(m, ctx.out / "auroc.png")
     seeds = sorted({s for t in tasks.values() for r in t["runs"].values() for s in r})
     note = (f"Seeds {seeds} vary the fine-tuning of every arm (example order, visibility schedules, the V4 "
-            "head's initialisation) and so its evaluation: one train and one evaluate job per (task, arm, seed). "
+            "head's initialisation) and so its evaluation: one train job per (task, arm, seed), one evaluate job per (task, seed). "
             f"The data and the offline backbone (pretrain) are one run each, with the global seed {ctx.seed}, "
             "shared by every arm and seed: the claims compare what comes after them.")
     atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, tasks, note))

@@ -153,15 +153,22 @@ def evaluate_arm(lm, head, task: Task, cfg: dict, ev: dict, policies: list[str],
 
 
 def run(ctx: StageContext) -> dict:
-    name, arm, seed = ctx.wildcards["task"], ctx.wildcards["arm"], int(ctx.wildcards["seed"])
+    """Every arm of one seed on one task (one job: the arms' evaluations are short next to the
+    seconds each job spends importing transformers); per arm <arm>/items.npz."""
+    name, seed = ctx.wildcards["task"], int(ctx.wildcards["seed"])
     cfg, ev = ctx.params["tasks"][name], ctx.params["evaluate"]
     task = Task(ctx.inputs["data"], cfg["eos_full_source"])
-    lm = load_checkpoint(ctx.inputs["train"] / "model", attn_implementation="eager").to(device()).eval()
-    head = load_head(ctx.inputs["train"] / "head")
-    head = head.to(lm.device) if head is not None else None
-    metrics, arrays = evaluate_arm(lm, head, task, cfg, ev, ev["policies"][arm], ctx.params["streaming"]["target_offset"])
-    np.savez_compressed(ctx.out / "items.npz", **arrays)
-    return {"task": name, "arm": arm, "seed": seed, "metric": cfg["metric"], **metrics}
+    arms = {}
+    for arm in sorted(ev["policies"]):
+        trained = ctx.inputs[f"train_{arm}"]
+        lm = load_checkpoint(trained / "model", attn_implementation="eager").to(device()).eval()
+        head = load_head(trained / "head")
+        head = head.to(lm.device) if head is not None else None
+        arms[arm], arrays = evaluate_arm(lm, head, task, cfg, ev, ev["policies"][arm],
+                                         ctx.params["streaming"]["target_offset"])
+        (ctx.out / arm).mkdir()
+        np.savez_compressed(ctx.out / arm / "items.npz", **arrays)
+    return {"task": name, "seed": seed, "metric": cfg["metric"], "arms": arms}
 
 
 if __name__ == "__main__":
