@@ -42,8 +42,8 @@ def paper_setup(tmp_path):
                         attn_block=8, lowrank_rank_multiple=8)
     sec["prune"]["router"].update(steps=2, batch_size=2, seq_len=32)
     sec["evaluate"] = {"windows": 4, "seq_len": 32, "batch_size": 2}
-    sec["latency"].update(batch_sizes=[1], seq_lens=[16], seeds=[0], warmup=0, repeats=1,
-                          calibration={"batches": 1, "batch_size": 2, "seq_len": 16})
+    sec["latency"].update(cells=["prefill_b1_l16", "decode_b1_l16"], seeds=[0], warmup=0, pairs={"default": 2},
+                          flush_mb=1, calibration={"batches": 1, "batch_size": 2, "seq_len": 16})
     sec["analysis"].update(frontier={"phase": "prefill", "batch": 1, "seq": 16},
                            bound={"phase": "decode", "batch": 1, "seq": 16})
     path = tmp_path / "pruninginfersim.yaml"
@@ -65,18 +65,18 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
     assert t["steps"] == 0 and t["val_loss"] > 0
     saved = json.loads((r / "train" / "model" / "config.json").read_text())
     assert saved["dtype"] == "bfloat16"
-    for fam in ("static_depth", "dynamic_depth"):
-        run_stage("pruninginfersim", prune, path, r / "prune" / fam, ["prune"], [("data", r / "data"), ("model", r / "train")],
-                  [("family", fam)])
-        ev = run_stage("pruninginfersim", evaluate, path, r / "evaluate" / fam, ["prune", "evaluate"],
-                       [("data", r / "data"), ("model", r / "train"), ("pruned", r / "prune" / fam)],
-                       [("family", fam)])
+    inputs = [("latency", r / "latency")]
+    for fam, seed in (("static_depth", 0), ("dynamic_depth", 0), ("dynamic_depth", 1)):
+        job = [("family", fam), ("seed", seed)]
+        pruned, out = r / "prune" / fam / f"seed{seed}", r / "evaluate" / fam / f"seed{seed}"
+        run_stage("pruninginfersim", prune, path, pruned, ["prune"], [("data", r / "data"), ("model", r / "train")], job)
+        ev = run_stage("pruninginfersim", evaluate, path, out, ["prune", "evaluate"],
+                       [("data", r / "data"), ("model", r / "train"), ("pruned", pruned)], job)
         assert ev["sparsities"]["0.5"]["quality_loss"] == pytest.approx(
             (ev["sparsities"]["0.5"]["val_loss"] - ev["dense"]["val_loss"]) / ev["dense"]["val_loss"])
+        inputs.append((f"evaluate_{fam}_seed{seed}", out))
     lat = run_stage("pruninginfersim", latency, path, r / "latency", ["families", "latency_model", "latency", "prune"])
-    assert set(lat["families"]) == {"static_depth", "dynamic_depth"}
-    m = run_stage("pruninginfersim", analysis, path, r / "analysis", ["families", "analysis"],
-                  [("evaluate_static_depth", r / "evaluate" / "static_depth"),
-                   ("evaluate_dynamic_depth", r / "evaluate" / "dynamic_depth"), ("latency", r / "latency")])
+    assert set(lat["families"]) == {"static_depth", "dynamic_depth"} and set(lat["control"]) == {"prefill_b1_l16", "decode_b1_l16"}
+    m = run_stage("pruninginfersim", analysis, path, r / "analysis", ["families", "analysis"], inputs)
     assert m["p3"]["measured"] == {"static_depth": ["removed"], "dynamic_depth": ["M"]}
     assert (r / "analysis" / "frontier.png").stat().st_size > 1000

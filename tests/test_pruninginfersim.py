@@ -298,7 +298,7 @@ def constructed(spec: dict, aa: float = 1.0, noise: float = 0.01, seed: int = 0)
     rng = np.random.default_rng(seed)
     ratios = lambda x: list(x * (1 + noise * rng.standard_normal(40)))  # noqa: E731
     dense = list(2.0 + 0.05 * rng.standard_normal(60))
-    latency = {"families": {}, "pairs": {BOUND: 40, FRONT: 40},
+    latency = {"families": {}, "pairs": {BOUND: 40, FRONT: 40}, "dense": {BOUND: {}, FRONT: {}},
                "control": {k: control(iv.median_ratio(ratios(aa))) for k in (BOUND, FRONT)}}
     pairs, evals = {BOUND: {}, FRONT: {}}, {}
     for fam, (bound, dec, loss, pre) in spec.items():

@@ -184,6 +184,10 @@ def taxonomy_check(latency: dict) -> dict:
 
 def decide(evals: dict, latency: dict, pairs: dict, analysis: dict, seed: int = 0) -> dict:
     """All claim effects: p1 (bound efficiency), p2 (frontier order), p3 (taxonomy)."""
+    for name in ("frontier", "bound"):
+        if key(analysis[name]) not in latency["dense"]:
+            raise ValueError(f"analysis.{name} reads the cell {key(analysis[name])!r}, which latency.cells does not time "
+                             f"(it times {sorted(latency['dense'])})")
     return {"p1": decide_p1(latency, pairs, analysis), "p2": decide_p2(evals, latency, pairs, analysis, seed),
             "p3": taxonomy_check(latency), "controls": latency["control"]}
 

@@ -9,6 +9,7 @@ fraction f (FLOPs at prefill, bytes read at decode) and the bound 1 / (1 - f) co
 The per-pair ratios go to pairs.json for the analysis' intervals.
 """
 import copy
+import re
 import statistics
 
 import torch
@@ -23,13 +24,14 @@ from repro.papers.pruninginfersim import method
 from repro.report.intervals import speedup
 
 
-def settings(lat: dict) -> list[tuple[str, int, int]]:
-    return [(phase, b, L) for phase in ("prefill", "decode")
-            for b in lat["batch_sizes"] for L in lat["seq_lens"]]
-
-
-def key(phase: str, batch: int, seq: int) -> str:
-    return f"{phase}_b{batch}_l{seq}"
+def cells(lat: dict) -> list[tuple[str, str, int, int]]:
+    """(key, phase, batch, seq) of every timed cell, e.g. `decode_b1_l512`: one decode step after a
+    cache of 512 tokens, batch 1."""
+    out = []
+    for k in lat["cells"]:
+        phase, b, L = re.fullmatch(r"(prefill|decode)_b(\d+)_l(\d+)", k).groups()
+        out.append((k, phase, int(b), int(L)))
+    return out
 
 
 def variant_name(family: str, s: float, seed: int) -> str:
@@ -69,8 +71,7 @@ def run(ctx: StageContext) -> dict:
              for _ in range(c["batches"])]
     variants = build_variants(base, ctx, calib)
     families, controls, dense, pairs = {}, {}, {}, {}
-    for phase, b, L in tqdm(settings(lat), desc="latency settings"):
-        k = key(phase, b, L)
+    for k, phase, b, L in tqdm(cells(lat), desc="latency cells"):
         ids = torch.randint(0, vocab, (b, L), generator=gen).to(device())
         nxt = torch.randint(0, vocab, (b, 1), generator=gen).to(device())
         base_call, base_gemms = call_of(base, phase, ids, nxt)
@@ -91,8 +92,7 @@ def run(ctx: StageContext) -> dict:
             cell = families.setdefault(fam, {"sparsities": {}})["sparsities"].setdefault(str(s), {})
             cell.setdefault(k, {})[f"seed{seed}"] = {"speedup": sp, "removed_fraction": f,
                                                     "bound": flops.theoretical_bound(min(f, 0.999))}
-            if phase == "prefill" and (b, L) == (lat["batch_sizes"][0], lat["seq_lens"][0]):
-                # measured taxonomy from the prefill GEMMs (the largest sparsity, last seed, wins)
+            if k == lat["cells"][0]:  # measured taxonomy from the first cell's GEMMs (largest sparsity, last seed)
                 changes = flops.shape_changes(base_gemms, gemms[name])
                 families[fam].update(gemm_changes=changes, measured_dims=flops.classify(changes),
                                      declared_dims=flops.classify(changes, declared=True))
