@@ -210,9 +210,9 @@ def report_tables(m: dict, latency: dict, evals: dict) -> str:
     lines = ["## What the seeds vary", "",
              "The quality model is trained once (every family prunes the same model). Router training "
              f"(dynamic depth) runs on {seeds.get('dynamic_depth', 0)} seeds; the other families are fixed by "
-             "the model and the calibration data. Latency runs random selection over "
-             f"{len(next(iter(latency['families'].values()))['sparsities'])} sparsities and the "
-             "latency seeds; speedups are medians of interleaved dense/variant pairs ("
+             "the model and the calibration data. Latency times random selection (depth, width, 2:4, "
+             "dynamic depth) on every selection seed in the cells P1 reads and on the first seed elsewhere; "
+             "speedups are medians of interleaved dense/variant pairs ("
              + ", ".join(f"{n} at {k}" for k, n in latency["pairs"].items()) + ").", "",
              "## Timing controls (dense against an identical copy of itself, timed the same way)", "",
              "| setting | A/A speedup [95% CI] | stable (within [0.97, 1.03]) |", "|---|---|---|"]
