@@ -101,11 +101,13 @@ def decide_check(check: dict, metrics: dict) -> dict:
         return {**row, "verdict": REPRODUCED if ok else NOT_REPRODUCED,
                 "reason": f"{fmt(e['value'])} ({e['unit']}){'' if ok else ', needs ' + op + ' ' + fmt(t)}"}
     verdict = interval_verdict(lo, hi, op, t)
-    reason = f"{fmt_effect(e)} vs {op} {fmt(t)}"
+    reason = {REPRODUCED: f"the whole interval satisfies {op} {fmt(t)}",
+              NOT_REPRODUCED: f"the whole interval violates {op} {fmt(t)}",
+              INCONCLUSIVE: f"the interval straddles {fmt(t)}"}[verdict]
     if e.get("unit") == "by design":
         reason += f"; by design: {e.get('note', 'fixed by configuration')}"
     if e.get("unstable"):
-        return {**row, "verdict": INCONCLUSIVE, "reason": f"{reason}; timing unstable: {e['unstable']}"}
+        return {**row, "verdict": INCONCLUSIVE, "reason": f"timing unstable: {e['unstable']} (the effect alone: {reason})"}
     if verdict == INCONCLUSIVE:
         k = narrower_by(e, t)
         row["narrower_by"] = k
