@@ -55,8 +55,8 @@ def fmt_number(x, spec: str) -> str:
 
 
 def fmt_effect(e: dict) -> str:
-    if e["unit"] == "exact":
-        return f"{fmt(e['value'])} (exact)"
+    if e["unit"] in ("exact", "by design"):
+        return f"{fmt(e['value'])} ({e['unit']}{', measured from the run' if e['unit'] == 'by design' else ''})"
     lo, hi = e["ci"]
     ci = "no interval" if lo is None else f"95% CI [{fmt(lo)}, {fmt(hi)}]"
     return f"{fmt(e['value'])} ({ci}, n = {e['n']} {e['unit']})"
