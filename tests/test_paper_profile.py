@@ -42,7 +42,8 @@ def paper_setup(tmp_path):
                         attn_block=8, lowrank_rank_multiple=8)
     sec["prune"]["router"].update(steps=2, batch_size=2, seq_len=32)
     sec["evaluate"] = {"windows": 4, "seq_len": 32, "batch_size": 2}
-    sec["latency"].update(cells=["prefill_b1_l16", "decode_b1_l16"], seeds=[0], all_seeds_in=[], warmup=0, pairs={"default": 2},
+    sec["latency"].update(cells=["prefill_b1_l16", "decode_b1_l16"], seeds=[0], all_seeds_in=[],
+                          sweep_in=["prefill_b1_l16", "decode_b1_l16"], warmup=0, pairs={"default": 2},
                           flush_mb=1, calibration={"batches": 1, "batch_size": 2, "seq_len": 16})
     sec["analysis"].update(frontier={"phase": "prefill", "batch": 1, "seq": 16},
                            bound={"phase": "decode", "batch": 1, "seq": 16})

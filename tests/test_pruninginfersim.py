@@ -298,7 +298,7 @@ def constructed(spec: dict, aa: float = 1.0, noise: float = 0.01, seed: int = 0)
     rng = np.random.default_rng(seed)
     ratios = lambda x: list(x * (1 + noise * rng.standard_normal(40)))  # noqa: E731
     dense = list(2.0 + 0.05 * rng.standard_normal(60))
-    latency = {"families": {}, "pairs": {BOUND: 40, FRONT: 40}, "dense": {BOUND: {}, FRONT: {}},
+    latency = {"families": {}, "pairs": {BOUND: 40, FRONT: 40}, "dense": {BOUND: {}, FRONT: {}}, "swept": [BOUND, FRONT],
                "control": {k: control(iv.median_ratio(ratios(aa))) for k in (BOUND, FRONT)}}
     pairs, evals = {BOUND: {}, FRONT: {}}, {}
     for fam, (bound, dec, loss, pre) in spec.items():
@@ -320,6 +320,13 @@ def verdicts_of(evals, latency, pairs) -> dict:
 
 PAPER_LIKE = {"static_depth": (2.0, 1.9, 0.02, 1.3), "dynamic_depth": (1.6, 1.1, 0.10, 1.6),
               "static_width": (2.0, 1.2, 0.20, 2.0), "lowrank": (1.5, 0.9, 0.30, 1.2)}
+
+
+def test_a_claim_cell_without_the_whole_sweep_is_named_before_any_verdict():
+    evals, latency, pairs = constructed(PAPER_LIKE)
+    latency["swept"] = [BOUND]  # the frontier cell timed at the largest sparsity only
+    with pytest.raises(ValueError, match="analysis.frontier reads the cell 'prefill_b8_l128'.*sweep_in"):
+        effects.decide(evals, latency, pairs, ANALYSIS)
 
 
 def test_p1_p2_reproduced_on_a_clear_effect():

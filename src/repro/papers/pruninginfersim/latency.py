@@ -2,8 +2,9 @@
 
 Weights do not matter for timing, so selection is seeded-random (as in the public simulator) over
 `latency.seeds` for the families whose selection is random, in the cells `all_seeds_in` names (the
-others time the first seed). Per setting (prefill or one decode step
-after a cache of L, batch B), dense is re-timed beside every variant in interleaved pairs with a
+others time the first seed). The cells `sweep_in` names (those the claims read) time every sparsity
+of the sweep; the others, the TTFT/TPOT table's, each family at its largest. Per setting (prefill
+or one decode step after a cache of L, batch B), dense is re-timed beside every variant in interleaved pairs with a
 cache-flushing buffer between calls (repro.core.timing), and beside an identical copy of itself
 (the A/A control). Each variant's call also runs once under the GEMM recorder: the removed
 fraction f (FLOPs at prefill, bytes read at decode) and the bound 1 / (1 - f) come from what ran.
@@ -71,15 +72,16 @@ def run(ctx: StageContext) -> dict:
     calib = [torch.randint(0, vocab, (c["batch_size"], c["seq_len"]), generator=gen).to(device())
              for _ in range(c["batches"])]
     variants = build_variants(base, ctx, calib)
+    largest = {fam: max(method.sparsities_for(fam, ctx.params["prune"]["sparsities"])) for fam in ctx.params["families"]}
     families, controls, dense, pairs = {}, {}, {}, {}
     for k, phase, b, L in tqdm(cells(lat), desc="latency cells"):
         ids = torch.randint(0, vocab, (b, L), generator=gen).to(device())
         nxt = torch.randint(0, vocab, (b, 1), generator=gen).to(device())
         base_call, base_gemms = call_of(base, phase, ids, nxt)
         calls, gemms = {AA: call_of(aa_copy, phase, ids, nxt)[0]}, {}
-        first_seed = k not in lat["all_seeds_in"]  # elsewhere one selection seed: time is the budget
-        for name, (_, _, seed, model) in variants.items():
-            if not first_seed or seed == lat["seeds"][0]:
+        for name, (fam, s, seed, model) in variants.items():  # elsewhere less: time is the budget
+            if ((k in lat["all_seeds_in"] or seed == lat["seeds"][0])
+                    and (k in lat["sweep_in"] or s == largest[fam])):
                 calls[name], gemms[name] = call_of(model, phase, ids, nxt)
         timed = interleaved(base_call, calls, pairs=lat["pairs"].get(k, lat["pairs"]["default"]), warmup=lat["warmup"],
                             flush_mb=lat["flush_mb"], device=device())
@@ -102,6 +104,7 @@ def run(ctx: StageContext) -> dict:
         del calls, gemms
     atomic_write_json(ctx.out / "pairs.json", pairs)
     return {"pairs": {k: lat["pairs"].get(k, lat["pairs"]["default"]) for k in dense}, "control": controls,
+            "swept": [k for k in dense if k in lat["sweep_in"]],
             "dense": dense, "families": families}
 
 
