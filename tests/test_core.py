@@ -179,10 +179,19 @@ def test_timing_identical_callables_give_an_interval_holding_one():
     from repro.report.intervals import speedup
 
     work = lambda: time.sleep(0.004)  # noqa: E731  (sleeps: a duration the machine's load barely moves)
-    pairs = interleaved(work, {AA: work}, pairs=12, warmup=1, flush_mb=1)
-    assert len(pairs[AA]["baseline_s"]) == len(pairs[AA]["variant_s"]) == 12
-    aa = control(speedup(pairs[AA]))
-    assert aa["ci"][0] <= 1.0 <= aa["ci"][1] and aa["n"] == 12
+    # a 95% interval misses the truth once in 20 by construction: three independent measurements that
+    # all miss 1 (about 1 in 8000 by chance) mean the harness is biased
+    intervals = []
+    for _ in range(3):
+        pairs = interleaved(work, {AA: work}, pairs=12, warmup=1, flush_mb=1)
+        assert len(pairs[AA]["baseline_s"]) == len(pairs[AA]["variant_s"]) == 12
+        aa = control(speedup(pairs[AA]))
+        assert aa["n"] == 12
+        intervals.append(aa["ci"])
+        if aa["ci"][0] <= 1.0 <= aa["ci"][1]:
+            break
+    else:
+        raise AssertionError(f"no A/A interval holds 1: {intervals}")
 
 
 def test_timing_twice_the_work_is_a_ratio_near_two():

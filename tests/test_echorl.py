@@ -181,6 +181,8 @@ def test_effects_pair_arms_by_seed_and_prompt():
     assert e["value"] == pytest.approx(0.1) and e["seeds"] == [0, 1, 2] and e["unit"] == "seeds x items"
     assert e["samples"] == pytest.approx([0.0, 0.1, 0.2]) and e["n_items"] == 30
     assert e["ci"][0] <= e["ci_items"][0] <= e["value"] <= e["ci_items"][1] <= e["ci"][1]
+    # runs of echo (0.5, 0.6, 0.7) against grpo's (0.5 x 3): 6 of 9 pairs above, 3 ties at half
+    assert e["p_improvement"] == pytest.approx(7.5 / 9)
     # OOD: the same difference on every seed, yet one prompt of ten carries it: the prompts' noise counts
     e = m["e2"]["ood"]
     assert e["samples"] == pytest.approx([0.1] * 3) and e["ci"][0] < 0.1 < e["ci"][1]
@@ -193,7 +195,7 @@ def test_effects_pair_arms_by_seed_and_prompt():
     assert row["id"]["seeds"] == [1] and row["id"]["ci"] == [None, None]
     assert row["id"]["value"] == pytest.approx(0.4) and row["id"]["ci_items"][0] > 0
     tables = effects.report_tables(m, arms)
-    assert "| echo - grpo, ID (E2) | +10.0 |" in tables and "| echo_beta1 | grpo | 1 | 1 | +40.0 |" in tables
+    assert "| echo - grpo, ID (E2) | +10.0 |" in tables and "| 0.83 | 0, 1, 2 |" in tables and "| echo_beta1 | grpo | 1 | 1 | +40.0 |" in tables
     assert "same 10 ID and 10 OOD test prompts" in tables
 
 

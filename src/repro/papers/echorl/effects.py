@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 
-from repro.report.intervals import hierarchical, mean_ci, spread
+from repro.report.intervals import hierarchical, mean_ci, prob_improvement, spread
 
 SPLITS = ("id", "ood")
 
@@ -35,11 +35,13 @@ def items(run: dict, key: str) -> list[float]:
 
 def paired(runs: dict[str, list[dict]], a: str, b: str, key: str) -> dict:
     """`a` minus `b` on `key` over the seeds both arms ran: per seed, the per-prompt differences;
-    hierarchical interval (seeds x prompts) and the prompts-only interval (`ci_items`)."""
+    hierarchical interval (seeds x prompts) and the prompts-only interval (`ci_items`); and, as the
+    few-seed summary rliable reports, the probability that a run of `a` beats a run of `b`."""
     by_seed = {r["seed"]: r for r in runs[b]}
     pairs = sorted(((r["seed"], r) for r in runs[a] if r["seed"] in by_seed), key=lambda p: p[0])
     diffs = [[x - y for x, y in zip(items(r, key), items(by_seed[s], key), strict=True)] for s, r in pairs]
-    return {**hierarchical(diffs), "seeds": [s for s, _ in pairs]}
+    scores = [[statistics.fmean(items(r, key)) for r in runs[arm]] for arm in (a, b)]
+    return {**hierarchical(diffs), "seeds": [s for s, _ in pairs], "p_improvement": prob_improvement(*scores)}
 
 
 def arm_summary(rs: list[dict]) -> dict:
@@ -103,7 +105,7 @@ def _ci(ci) -> str:
 
 def _effect_row(label: str, e: dict) -> str:
     return (f"| {label} | {_pt(e['value'])} | {_ci(e['ci'])} | {_ci(e['ci_items'])} | "
-            f"{', '.join(map(str, e['seeds']))} |")
+            f"{e['p_improvement']:.2f} | {', '.join(map(str, e['seeds']))} |")
 
 
 def report_tables(m: dict, arms: dict) -> str:
@@ -136,8 +138,10 @@ def report_tables(m: dict, arms: dict) -> str:
               "", "## E2 / E3: paired differences in accuracy points", "",
               "Same seed, same test prompts. The interval over seeds x prompts decides the check; the "
               "prompts-only interval (seeds held fixed) shows what a larger test set alone would narrow.", "",
-              "| comparison | difference | 95% CI seeds x prompts | 95% CI prompts only | seeds |",
-              "|---|---|---|---|---|",
+              "P(improvement): the probability that a run (seed) of the first arm scores above one of the "
+              "second, ties counting half (rliable's few-seed summary; descriptive, no check reads it).", "",
+              "| comparison | difference | 95% CI seeds x prompts | 95% CI prompts only | P(improvement) | seeds |",
+              "|---|---|---|---|---|---|",
               _effect_row("echo - grpo, ID (E2)", e2["id"]), _effect_row("echo - grpo, OOD (E2)", e2["ood"])]
     for key, other in (("vs_random", "random_step"), ("vs_min_entropy", "min_entropy"), ("vs_whole_sft", "whole_sft")):
         if key in e3:
