@@ -4,9 +4,9 @@ Weights do not matter for timing, so selection is seeded-random (as in the publi
 `latency.seeds` for the families whose selection is random, in the cells `all_seeds_in` names (the
 others time the first seed). The cells `sweep_in` names (those the claims read) time every sparsity
 of the sweep; the others, the TTFT/TPOT table's, each family at its largest. Per setting (prefill
-or one decode step after a cache of L, batch B), dense is re-timed beside every variant in interleaved pairs with a
-cache-flushing buffer between calls (repro.core.timing), and beside an identical copy of itself
-(the A/A control). Each variant's call also runs once under the GEMM recorder: the removed
+or one decode step after a cache of L, batch B), dense is re-timed beside every variant in
+interleaved pairs with a cache-flushing buffer between calls (repro.core.timing), and beside an
+identical copy of itself (the A/A control). Each variant's call also runs once under the GEMM recorder: the removed
 fraction f (FLOPs at prefill, bytes read at decode) and the bound 1 / (1 - f) come from what ran.
 The per-pair ratios go to pairs.json for the analysis' intervals.
 """
@@ -72,7 +72,8 @@ def run(ctx: StageContext) -> dict:
     calib = [torch.randint(0, vocab, (c["batch_size"], c["seq_len"]), generator=gen).to(device())
              for _ in range(c["batches"])]
     variants = build_variants(base, ctx, calib)
-    largest = {fam: max(method.sparsities_for(fam, ctx.params["prune"]["sparsities"])) for fam in ctx.params["families"]}
+    sweep = ctx.params["prune"]["sparsities"]
+    largest = {fam: max(method.sparsities_for(fam, sweep)) for fam in ctx.params["families"]}
     families, controls, dense, pairs = {}, {}, {}, {}
     for k, phase, b, L in tqdm(cells(lat), desc="latency cells"):
         ids = torch.randint(0, vocab, (b, L), generator=gen).to(device())
