@@ -4,13 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= mini
 CORES ?= 2
-# greedy: the default ILP scheduler costs ~10 s per small DAG between jobs
-SMK = $(BIN)/snakemake --cores $(CORES) --scheduler greedy
+# workflow/profiles/default: greedy scheduler (the default ILP one costs ~10 s per small DAG between
+# jobs) and --rerun-incomplete (a killed run's leftovers are redone, not a reason to stop)
+SMK = $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
-.PHONY: setup reproduce smoke test test-unit ui report snapshot clean
+.PHONY: setup reproduce smoke test test-unit ui report snapshot restore verify-results metrics plots clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +38,23 @@ test-unit: setup
 report: setup
 	$(SMK) --config profile=$(PROFILE) --report reports/$(PROFILE)/snakemake-report.zip
 
+# verify every job folder, dvc add results/<profile>/<paper> + reports/<profile>, push; commit snapshots/
 snapshot: setup
 	$(SMK) snapshot --config profile=$(PROFILE)
+
+# on a clean checkout (or after `make clean`): dvc pull, verify, mark current for Snakemake
+restore: setup
+	$(BIN)/python -m repro.core.snapshot restore --profile $(PROFILE)
+
+# every job folder against the sha256 its job recorded (a truncated checkpoint is named)
+verify-results: setup
+	$(BIN)/python -m repro.core.integrity results/$(PROFILE)
+
+metrics: setup
+	$(BIN)/dvc metrics show $$(find results/$(PROFILE) -path '*/analysis/metrics.json' | sort)
+
+plots: setup
+	$(BIN)/dvc plots show -o reports/$(PROFILE)/dvc-plots $$(find results/$(PROFILE) -path '*/analysis/*.png' | sort)
 
 ui: setup
 	$(BIN)/python -m repro.core.tracking flush

@@ -32,6 +32,15 @@ def test_shipped_params_are_valid(pis_params):
     (lambda p: p["paper"]["families"].append("magic"), "paper.families.6", "magic"),
     (lambda p: p["claims"][0]["checks"][0].__setitem__("op", "~"), "claims.0.checks.0.op", "~"),
     (lambda p: p.pop("mini"), "<top level>", "mini"),
+    # claims: a typo in a metric path, a threshold of the wrong type, a duplicated id, a bool compared by size
+    (lambda p: p["claims"][0]["checks"][0].__setitem__("metric", "p1.static_depth_efficiencyy"),
+     "claims.0.checks.0.metric", "not a metric the analysis declares; it writes p1.lead_over_other_ranked"),
+    (lambda p: p["claims"][0]["checks"][0].__setitem__("value", "0.85"), "claims.0.checks.0.value",
+     "'0.85' (str) for p1.static_depth_efficiency (effect): expected a number"),
+    (lambda p: p["claims"][0]["checks"][0].__setitem__("value", True), "claims.0.checks.0.value", "expected a number"),
+    (lambda p: p["claims"].append(copy.deepcopy(p["claims"][0])), "claims.3.id", "claim id 'P1' appears twice"),
+    (lambda p: p["claims"][2]["checks"][0].__setitem__("op", ">="), "claims.2.checks.0.op", "use one of ==, !="),
+    (lambda p: p["claims"][0]["checks"][0].__setitem__("not_checkable", ""), "claims.0.checks.0.not_checkable", "non-empty"),
 ])
 def test_schema_errors_name_file_and_key(pis_params, mutate, key, words):
     bad = copy.deepcopy(pis_params)
@@ -249,3 +258,81 @@ def test_training_stops_when_after_step_says_so():
     losses = train_causal_lm(model, lambda step: torch.randint(0, 256, (2, 8)), steps=10, lr=1e-3,
                              after_step=lambda step: seen.append(step) or step == 3)
     assert len(losses) == 4 and seen == [0, 1, 2, 3]
+
+
+def test_near_duplicates_catch_copies_not_shared_boilerplate():
+    from repro.data.corpus import near_duplicates
+
+    table = [f"    '\\x{i:02x}'     #  0x{i:02X} -> CHAR {i}" for i in range(40)]
+    train = {"cp850.py": "\n".join(table), "other.py": "import os\nimport sys\ndef main():\n    return None\n"}
+    val = {"cp858.py": "\n".join(table[:38] + ["    '\\u20ac'     #  0xD5 -> EURO SIGN"] * 2),
+           "fresh.py": "import os\nimport sys\n" + "\n".join(f"value_{i} = compute_something({i})" for i in range(9)),
+           "short.py": "import os\n"}
+    found = near_duplicates(val, train, containment=0.5)
+    assert found == {"cp858.py": ("cp850.py", round(38 / 39, 3))}  # the two EURO lines are one distinct line
+    assert near_duplicates(val, train, containment=0.99) == {}
+
+
+def _stage(run, out, *extra):
+    from repro.core.stage import main
+
+    main(run, ["--paper", "pruninginfersim", "--stage", "unit", "--profile", "smoke", "--sections", "train",
+               "--seed", "0", "--out", str(out), "--no-tracking", *extra])
+
+
+def _write_checkpoint(ctx):
+    (ctx.out / "model").mkdir()
+    (ctx.out / "model" / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    return {"loss": 1.0}
+
+
+def test_truncated_checkpoint_is_refused_naming_the_file(tmp_path):
+    from repro.core import integrity
+
+    producer = tmp_path / "train"
+    _stage(_write_checkpoint, producer)
+    recorded = json.loads((producer / "metrics.json").read_text())["provenance"]["outputs_sha256"]
+    assert set(recorded) == {"model/model.safetensors"}
+    assert integrity.problems(producer) == []
+    ckpt = producer / "model" / "model.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    loaded = []
+    with pytest.raises(SystemExit, match=r"model/model\.safetensors: sha256 .* \(8192 bytes\) but its job recorded"):
+        _stage(lambda ctx: loaded.append(1) or {}, tmp_path / "prune", "--input", f"model={producer}")
+    assert not loaded and not (tmp_path / "prune").exists()  # refused before any work
+    with pytest.raises(SystemExit):  # the verify command says so too (exit 1)
+        integrity.main([str(tmp_path)])
+    (producer / "stray.bin").write_bytes(b"x")
+    ckpt.unlink()
+    bad = integrity.problems(producer)
+    assert any("model.safetensors: missing" in b for b in bad) and any("stray.bin: not written by its job" in b for b in bad)
+
+
+def test_input_hashes_are_identical_across_two_identical_runs(tmp_path):
+    from repro.papers.pruninginfersim.data import run as data_stage
+    from repro.core.stage import main
+
+    recorded = []
+    for i in (1, 2):
+        data = tmp_path / f"run{i}" / "data"
+        main(data_stage, ["--paper", "pruninginfersim", "--stage", "data", "--profile", "smoke", "--sections",
+                          "data", "--seed", "0", "--out", str(data), "--no-tracking"])
+        _stage(lambda ctx: {}, tmp_path / f"run{i}" / "next", "--input", f"data={data}")
+        recorded.append(json.loads((tmp_path / f"run{i}" / "next" / "metrics.json").read_text())["provenance"])
+    first, second = recorded
+    assert first["inputs_sha256"] == second["inputs_sha256"]
+
+
+def test_params_edited_after_scheduling_stop_the_job(tmp_path):
+    params = rc.load_paper("pruninginfersim")
+    scheduled = rc.params_hash(rc.select(params["smoke"], ["train"]))
+    edited = copy.deepcopy(params)
+    edited["smoke"]["train"]["lr"] = edited["smoke"]["train"]["lr"] * 2
+    path = tmp_path / "pruninginfersim.yaml"
+    path.write_text(__import__("yaml").safe_dump(edited))
+    ran = []
+    with pytest.raises(SystemExit, match=r"pruninginfersim\.yaml: sections train of profile smoke changed after Snakemake"):
+        _stage(lambda ctx: ran.append(1) or {}, tmp_path / "job", "--params", str(path), "--params-sha", scheduled)
+    assert not ran
+    _stage(lambda ctx: ran.append(1) or {}, tmp_path / "job", "--params-sha", scheduled)  # unchanged: runs
+    assert ran == [1]

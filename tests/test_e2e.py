@@ -138,3 +138,29 @@ def test_bad_params_stop_before_any_job(smoke_repo):
         assert "params/pruninginfersim.yaml: key 'smoke.train.steps'" in proc.stdout + proc.stderr
     finally:
         params.write_text(original)
+
+
+def test_snapshot_then_restore_on_a_clean_tree_plans_nothing(smoke_repo, tmp_path):
+    """snapshot -> delete results, reports and Snakemake's state -> restore -> a dry run plans nothing;
+    a damaged checkpoint is refused before anything is pushed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONPATH"] = str(smoke_repo / "src")
+    subprocess.run(["git", "init", "-q"], cwd=smoke_repo, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "modify", "local", "url", str(tmp_path / "store")],
+                   cwd=smoke_repo, check=True)
+    snakemake(smoke_repo, "snapshot")
+    records = {p.name for p in (smoke_repo / "snapshots/smoke").glob("*.dvc")}
+    assert records == {f"results.{p}.dvc" for p in enabled_papers(smoke_repo)} | {"reports.dvc"}
+    metrics = json.loads((smoke_repo / "results/smoke/pruninginfersim/train/metrics.json").read_text())
+    for name in ("results", "reports", ".snakemake"):
+        shutil.rmtree(smoke_repo / name)
+    subprocess.run([sys.executable, "-m", "repro.core.snapshot", "restore", "--profile", "smoke"], cwd=smoke_repo,
+                   env=env, check=True, capture_output=True)
+    assert json.loads((smoke_repo / "results/smoke/pruninginfersim/train/metrics.json").read_text()) == metrics
+    assert planned(smoke_repo) == {}
+    ckpt = next((smoke_repo / "results/smoke/pruninginfersim/train").rglob("*.safetensors"))
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(AssertionError, match="snapshot"):
+        snakemake(smoke_repo, "snapshot", "--forcerun", "snapshot")
+    log = (smoke_repo / "logs/smoke/snapshot.log").read_text()
+    assert f"{ckpt.relative_to(smoke_repo)}: sha256" in log and "do not match their recorded hashes" in log

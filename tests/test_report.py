@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from repro.core import integrity
 from repro.report import intervals as iv
 from repro.report import render
 from repro.report import verdicts as vd
@@ -101,9 +102,12 @@ def test_unstable_timing_and_single_samples_are_inconclusive():
     assert vd.decide_check(check(), {"m": iv.mean_ci([0.4])})["verdict"] == vd.INCONCLUSIVE
 
 
-def test_unmeasured_effect_is_not_checkable_with_its_reason():
+def test_unmeasured_effect_is_inconclusive_and_only_params_make_a_check_not_checkable():
     row = vd.decide_check(check(), {"m": iv.unmeasured("no point inside the wait-k range")})
-    assert row["verdict"] == vd.NOT_CHECKABLE and row["reason"] == "no point inside the wait-k range"
+    assert row["verdict"] == vd.INCONCLUSIVE and row["reason"] == "not measured in this run: no point inside the wait-k range"
+    row = vd.decide_check({**check(), "not_checkable": "needs sparse kernels"}, {"m": iv.mean_ci([0.4, 0.5])})
+    assert row["verdict"] == vd.NOT_CHECKABLE and row["reason"] == "not checkable at this scale: needs sparse kernels"
+    assert vd.decide_check({**check(metric="absent"), "not_checkable": "why"}, {})["effect"]["value"] is None
 
 
 def test_exact_outcomes_and_by_design_quantities():
@@ -118,6 +122,18 @@ def test_unreadable_checks_are_errors_not_verdicts():
         vd.decide_check(check(metric="a.c"), {"a": {"b": iv.mean_ci([1, 2])}})
     with pytest.raises(vd.ClaimError, match="must write an effect"):
         vd.decide_check(check(), {"m": 0.5})
+    with pytest.raises(vd.ClaimError, match="threshold '0' \\(str\\) cannot be compared with an effect"):
+        vd.decide_check(check(value="0"), {"m": iv.mean_ci([-1.0, -0.5])})
+    with pytest.raises(vd.ClaimError, match="cannot be compared with the exact outcome"):
+        vd.decide_check(check(op="==", value=1), {"m": True})
+
+
+def test_the_analysis_must_write_what_it_declares():
+    vd.check_declared({"a": {"b": iv.mean_ci([1, 2])}, "c": True}, {"a.b": "effect", "c": "bool"})
+    with pytest.raises(vd.ClaimError, match="'a.x'"):
+        vd.check_declared({"a": {"b": iv.mean_ci([1, 2])}}, {"a.x": "effect"})
+    with pytest.raises(vd.ClaimError, match="declares 'c' as bool but wrote 0.5"):
+        vd.check_declared({"c": 0.5}, {"c": "bool"})
 
 
 def test_claim_combines_its_checks():
@@ -140,9 +156,10 @@ def test_paper_report_and_index(tmp_path, monkeypatch):
                       "lead_over_other_ranked": iv.effect(0.1, -0.05, 0.2, 40, "pairs")},
                "p2": {"paper_order_holds": iv.effect(0.0, 0.0, 0.0, 2000, "pairs x items")},
                "p3": {"taxonomy_matches": True}}
-    (summary / "metrics.json").write_text(json.dumps({"metrics": metrics, "provenance": prov}))
     (summary / "tables.md").write_text("## Table\n\n| a |\n|---|\n| 1 |\n")
     (summary / "fig.png").write_bytes(b"\x89PNG")
+    prov["outputs_sha256"] = integrity.record(summary)
+    (summary / "metrics.json").write_text(json.dumps({"metrics": metrics, "provenance": prov}))
     out = tmp_path / "reports" / "pruninginfersim"
     render.paper_report("pruninginfersim", "mini", summary, [summary], out, parent_hash="abc123")
     md = (out / "report.md").read_text()
@@ -159,3 +176,6 @@ def test_paper_report_and_index(tmp_path, monkeypatch):
     index = (tmp_path / "reports" / "index.md").read_text()
     assert "| [pruninginfersim](pruninginfersim/report.md) | 1 | 1 | 1 | 0 |" in index
     assert (tmp_path / "reports" / "forest.png").stat().st_size > 1000
+    (summary / "fig.png").write_bytes(b"\x89PN")  # a damaged input: the report names it
+    with pytest.raises(integrity.IntegrityError, match="fig.png: sha256"):
+        render.paper_report("pruninginfersim", "mini", summary, [summary], out)

@@ -121,7 +121,8 @@ def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, 
             gpu=int(gpu),
         shell:
             f"{PYTHON} -m repro.papers.{paper}.{name} --paper {paper} --stage {name} --profile {PROFILE} "
-            f"--sections {','.join(reads)} --seed {SEED} --threads {{threads}} --out {{output}} "
+            f"--sections {','.join(reads)} --params-sha {rc.params_hash(section(paper, reads))} "
+            f"--seed {SEED} --threads {{threads}} --out {{output}} "
             f"{{params.inputs}} {flags} > {{log}} 2>&1"
 
     return output

@@ -1,13 +1,16 @@
-# `snakemake --cores 1 snapshot`: put trained checkpoints and metrics of the enabled papers under
-# DVC and push them to the default remote. Restore: `dvc pull` then `snakemake --touch`.
+# `snakemake --cores 1 snapshot` (`make snapshot`): verify every job folder of the enabled papers
+# against its recorded hashes, put results/<profile>/<paper> and reports/<profile> under DVC with
+# their records in snapshots/<profile>/ (commit those), and push. Restore: `make restore`.
 
 
 rule snapshot:
     input:
-        [d for p in PAPERS for d in SNAPSHOT.get(p, [])],
+        [path for p in PAPERS for path in REPORT_INPUTS[p]["stages"]],
         f"reports/{PROFILE}/index.md",
     output:
         f"results/{PROFILE}/dvc-snapshot.json",
+    params:
+        targets=" ".join([results(p) for p in PAPERS] + [f"reports/{PROFILE}"]),
     log:
         f"logs/{PROFILE}/snapshot.log",
     conda:
@@ -16,4 +19,4 @@ rule snapshot:
     resources:
         mem_mb=1000,
     shell:
-        f"{PYTHON} -m repro.core.snapshot --out {{output}} {{input}} > {{log}} 2>&1"
+        f"{PYTHON} -m repro.core.snapshot push --profile {PROFILE} --out {{output}} {{params.targets}} > {{log}} 2>&1"

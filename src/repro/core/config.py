@@ -57,6 +57,52 @@ def validate_paper(params: dict, paper: str, source: str | None = None) -> None:
     section_schema = load_yaml(SCHEMA_DIR / f"{paper}.schema.yaml")
     for profile in PROFILES:
         check(params[profile], section_schema, source, prefix=(profile,))
+    validate_claims(params["claims"], declared_metrics(paper), source)
+
+
+# What a check's threshold must be for each kind of metric an analysis declares.
+KINDS = {"effect": ((int, float), (">", ">=", "<", "<=", "==", "!="), "a number"),
+         "bool": ((bool,), ("==", "!="), "true or false"),
+         "name": ((str,), ("==", "!="), "a string")}
+
+
+def declared_metrics(paper: str) -> dict[str, str]:
+    """{metric path: kind} that a paper's analysis declares it writes (`ANALYSIS_METRICS` in its
+    package's __init__, light to import); claims may check only these."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"repro.papers.{paper}")
+    except ModuleNotFoundError:
+        raise ParamsError(f"params/{paper}.yaml: no package repro.papers.{paper} declares its metrics") from None
+    declared = getattr(module, "ANALYSIS_METRICS", None)
+    if not isinstance(declared, dict) or not declared or set(declared.values()) - set(KINDS):
+        raise ParamsError(f"repro.papers.{paper}.ANALYSIS_METRICS must map metric paths to one of {sorted(KINDS)}")
+    return declared
+
+
+def validate_claims(claims: list[dict], declared: dict[str, str], source: str) -> None:
+    """Ids unique; each check names a declared metric and a threshold of that metric's kind."""
+    seen = set()
+    for i, claim in enumerate(claims):
+        where = f"{source}: key 'claims.{i}"
+        if claim["id"] in seen:
+            raise ParamsError(f"{where}.id': claim id {claim['id']!r} appears twice")
+        seen.add(claim["id"])
+        for j, c in enumerate(claim["checks"]):
+            at = f"{where}.checks.{j}"
+            if c["metric"] not in declared:
+                close = [m for m in declared if m.split(".")[0] == c["metric"].split(".")[0]] or sorted(declared)
+                raise ParamsError(f"{at}.metric': {c['metric']!r} is not a metric the analysis declares; "
+                                  f"it writes {', '.join(sorted(close))}")
+            types, ops, what = KINDS[declared[c["metric"]]]
+            value_ok = isinstance(c["value"], types) and not (bool not in types and isinstance(c["value"], bool))
+            if not value_ok:
+                raise ParamsError(f"{at}.value': {c['value']!r} ({type(c['value']).__name__}) for "
+                                  f"{c['metric']} ({declared[c['metric']]}): expected {what}")
+            if c["op"] not in ops:
+                raise ParamsError(f"{at}.op': {c['op']!r} cannot compare {declared[c['metric']]} "
+                                  f"{c['metric']}; use one of {', '.join(ops)}")
 
 
 def load_paper(paper: str, path: Path | str | None = None) -> dict:

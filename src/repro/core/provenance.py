@@ -10,7 +10,8 @@ from importlib import metadata
 from pathlib import Path
 
 from repro.core.config import REPO_ROOT
-from repro.core.io import atomic_write_json, sha256_path
+from repro.core.integrity import content_hash
+from repro.core.io import atomic_write_json
 
 TRACKED_PACKAGES = ("torch", "transformers", "snakemake", "mlflow", "datasets", "accelerate")
 
@@ -58,7 +59,9 @@ def process_age() -> float | None:
 
 
 def provenance(*, paper: str, stage: str, profile: str, params_hash: str, seed: int, threads: int,
-               wall_s: float, startup_s: float | None, inputs: dict[str, Path]) -> dict:
+               wall_s: float, startup_s: float | None, inputs: dict[str, Path], outputs: dict[str, str]) -> dict:
+    """`inputs_sha256`: each input by content (integrity.content_hash, the same for identical runs);
+    `outputs_sha256`: every file this job wrote, verified by whatever reads the folder next."""
     return {
         "paper": paper,
         "stage": stage,
@@ -71,7 +74,8 @@ def provenance(*, paper: str, stage: str, profile: str, params_hash: str, seed: 
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "device": device_name(),
         "versions": versions(),
-        "inputs_sha256": {name: sha256_path(p) for name, p in sorted(inputs.items())},
+        "inputs_sha256": {name: content_hash(p) for name, p in sorted(inputs.items())},
+        "outputs_sha256": outputs,
         **git_state(),
     }
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from repro.core import config as cfg
+from repro.core import integrity
 from repro.core.io import atomic_dir
 from repro.core.provenance import process_age, provenance, write_metrics
 
@@ -49,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", required=True, choices=cfg.PROFILES)
     parser.add_argument("--params", help="params file (default params/<paper>.yaml)")
     parser.add_argument("--sections", required=True, help="comma-separated sections this job reads")
+    parser.add_argument("--params-sha", help="hash of those sections as Snakemake validated them: the job "
+                        "stops if the file changed since (omit when running a stage by hand)")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, type=Path)
@@ -65,11 +68,20 @@ def main(run: Callable[[StageContext], dict], argv: list[str] | None = None) -> 
     all_params = cfg.load_paper(args.paper, args.params)  # validated before any work starts
     section = all_params[args.profile]
     params = cfg.select(section, [s for s in args.sections.split(",") if s])
+    if args.params_sha and cfg.params_hash(params) != args.params_sha:
+        raise SystemExit(f"{args.params or f'params/{args.paper}.yaml'}: sections {args.sections} of profile "
+                         f"{args.profile} changed after Snakemake scheduled this job (hash {cfg.params_hash(params)}, "
+                         f"scheduled {args.params_sha}); run snakemake again so every job reads one version")
     wildcards = _pairs(args.wildcard, "wildcard")
     inputs = {k: Path(v) for k, v in _pairs(args.input, "input").items()}
     for name, path in inputs.items():
         if not path.exists():
             raise SystemExit(f"input {name}={path} does not exist")
+        if path.is_dir() and (path / integrity.METRICS).exists():
+            try:  # before any work: a damaged checkpoint is named here, not deep inside a loader
+                integrity.verify(path)
+            except integrity.IntegrityError as err:
+                raise SystemExit(f"input {name}={path} does not match what its job recorded:\n{err}") from None
     from repro.core.seeding import seed_everything
 
     seed_everything(args.seed, args.threads)
@@ -83,7 +95,8 @@ def main(run: Callable[[StageContext], dict], argv: list[str] | None = None) -> 
         metrics = run(ctx)
         prov = provenance(paper=args.paper, stage=args.stage, profile=args.profile,
                           params_hash=job_hash, seed=args.seed, threads=args.threads,
-                          wall_s=time.perf_counter() - start, startup_s=startup, inputs=inputs)
+                          wall_s=time.perf_counter() - start, startup_s=startup, inputs=inputs,
+                          outputs=integrity.record(scratch))
         write_metrics(scratch / "metrics.json", metrics, prov)
         # small artifacts for MLflow: metrics.json and the figures and tables at the folder's top
         # (checkpoints stay in results/ and DVC)

@@ -31,42 +31,91 @@ def is_validation(rel_path: str, fraction: float) -> bool:
     return bucket < fraction
 
 
-def stdlib_corpus(train_bytes: int, validation_bytes: int, validation_fraction: float):
-    """DatasetDict of stdlib modules, each split filled in file order up to its byte budget."""
+def _line_set(text: str) -> set[str]:
+    """The lines that identify a file's content: stripped, at least 12 characters (shorter ones,
+    `return None`, `else:`, are shared by unrelated modules)."""
+    return {line for raw in text.splitlines() if len(line := raw.strip()) >= 12}
+
+
+def near_duplicates(candidates: dict[str, str], reference: dict[str, str], containment: float) -> dict:
+    """Candidates whose identifying lines are at least `containment` contained in one reference
+    file: {candidate path: (reference path, share)}. An inverted line index keeps it linear."""
+    index: dict[str, list[str]] = {}
+    for path, text in reference.items():
+        for line in _line_set(text):
+            index.setdefault(line, []).append(path)
+    found = {}
+    for path, text in candidates.items():
+        lines = _line_set(text)
+        counts: dict[str, int] = {}
+        for line in lines:
+            for ref in index.get(line, ()):
+                counts[ref] = counts.get(ref, 0) + 1
+        if lines and counts:
+            ref, shared = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+            if shared / len(lines) >= containment:
+                found[path] = (ref, round(shared / len(lines), 3))
+    return found
+
+
+def stdlib_corpus(train_bytes: int, validation_bytes: int, validation_fraction: float,
+                  dedup_containment: float):
+    """DatasetDict of stdlib modules, each split filled in file order up to its byte budget.
+
+    Validation leaves out near-copies of the training text (the stdlib's charmap codec tables,
+    cp858 vs cp850; __phello__/spam.py = __phello__/__init__.py): a held-out module goes when at
+    least `dedup_containment` of its identifying lines occur in one training file. The rule and
+    the excluded modules are returned with the splits (provenance of the data stage)."""
     import datasets
 
     root = stdlib_root()
-    splits = {"train": {"path": [], "text": []}, "validation": {"path": [], "text": []}}
-    budget = {"train": train_bytes, "validation": validation_bytes}
+    texts = {"train": {}, "validation": {}}
     for file in stdlib_files(root):
         rel = file.relative_to(root).as_posix()
-        split = "validation" if is_validation(rel, validation_fraction) else "train"
-        if budget[split] <= 0:
-            if all(b <= 0 for b in budget.values()):
+        texts["validation" if is_validation(rel, validation_fraction) else "train"][rel] = \
+            file.read_text(encoding="utf-8", errors="replace")
+    splits = {}
+    excluded = {}
+    for split, budget in (("train", train_bytes), ("validation", validation_bytes)):
+        splits[split] = {"path": [], "text": []}
+        for rel, text in texts[split].items():
+            if budget <= 0:
                 break
-            continue
-        text = file.read_text(encoding="utf-8", errors="replace")[: budget[split]]
-        budget[split] -= len(text.encode())
-        splits[split]["path"].append(rel)
-        splits[split]["text"].append(text)
-    return datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in splits.items()})
+            if split == "validation":
+                dup = near_duplicates({rel: text}, train_used, dedup_containment)
+                if dup:
+                    excluded[rel] = {"near_copy_of": dup[rel][0], "containment": dup[rel][1]}
+                    continue
+            text = text[:budget]
+            budget -= len(text.encode())
+            splits[split]["path"].append(rel)
+            splits[split]["text"].append(text)
+        if split == "train":
+            train_used = dict(zip(splits["train"]["path"], splits["train"]["text"]))
+    dedup = {"rule": "drop a validation module when >= dedup_containment of its distinct stripped "
+                     "lines of >= 12 characters occur in one training module",
+             "dedup_containment": dedup_containment, "excluded": excluded}
+    return datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in splits.items()}), dedup
 
 
 def load_text_corpus(source: dict):
-    """`source.kind`: `stdlib` (built here) or `hub` (`datasets.load_dataset(**source.load)`; with
-    `holdout_fraction`, validation is carved out of the train split)."""
+    """(DatasetDict, validation dedup record). `source.kind`: `stdlib` (built here) or `hub`
+    (`datasets.load_dataset(**source.load)`; with `holdout_fraction`, validation is carved out of
+    the train split)."""
     import datasets
 
     if source["kind"] == "stdlib":
         return stdlib_corpus(source["train_bytes"], source["validation_bytes"],
-                             source["validation_fraction"])
+                             source["validation_fraction"], source["dedup_containment"])
     loaded = datasets.load_dataset(**source["load"])
     train = loaded[source.get("train_split", "train")]
     if "holdout_fraction" in source:  # one-split corpora (OpenWebText): a seeded held-out slice
         parts = train.train_test_split(test_size=source["holdout_fraction"], seed=0)
-        return datasets.DatasetDict({"train": parts["train"], "validation": parts["test"]})
-    return datasets.DatasetDict({"train": train,
-                                 "validation": loaded[source.get("validation_split", "validation")]})
+        corpus = datasets.DatasetDict({"train": parts["train"], "validation": parts["test"]})
+    else:
+        corpus = datasets.DatasetDict({"train": train,
+                                       "validation": loaded[source.get("validation_split", "validation")]})
+    return corpus, {"rule": "none: the hub dataset's own split"}
 
 
 class ByteTokenizer:
@@ -114,12 +163,13 @@ def fixed_windows(tokens: np.ndarray, count: int, length: int, batch: int):
     return [torch.from_numpy(rows[i:i + batch]) for i in range(0, count, batch)]
 
 
-def save_prepared(corpus, tokenizer, out) -> dict:
+def save_prepared(corpus, tokenizer, out, dedup: dict) -> dict:
     """The prepared-data folder every LM stage reads: the Arrow dataset plus token streams."""
     from repro.core.io import atomic_write_json
 
     corpus.save_to_disk(str(out / "dataset"))
-    stats = {"vocab_size": len(tokenizer) if hasattr(tokenizer, "__len__") else tokenizer.vocab_size}
+    stats = {"vocab_size": len(tokenizer) if hasattr(tokenizer, "__len__") else tokenizer.vocab_size,
+             "validation_dedup": {**dedup, "excluded_count": len(dedup.get("excluded", {}))}}
     for split in ("train", "validation"):
         tokens = encode_split(corpus[split], tokenizer)
         np.save(out / f"{split}.npy", tokens)
@@ -137,7 +187,8 @@ def prepare(ctx) -> dict:
     """The data stage of every paper on the text corpus: `data.source` read or built, then tokenized
     with `data.tokenizer` and saved (`save_prepared`)."""
     p = ctx.params["data"]
-    return save_prepared(load_text_corpus(p["source"]), tokenizer_for(p["tokenizer"]), ctx.out)
+    corpus, dedup = load_text_corpus(p["source"])
+    return save_prepared(corpus, tokenizer_for(p["tokenizer"]), ctx.out, dedup)
 
 
 def validation_windows(data_dir, windows: int, seq_len: int, batch_size: int, device: str = "cpu"):

@@ -36,7 +36,7 @@ def by_design(value: float, why: str) -> dict:
 
 
 def unmeasured(reason: str) -> dict:
-    """An effect this run could not measure (the check on it is 'not checkable', with the reason)."""
+    """An effect this run could not measure: a check on it is inconclusive, with the reason."""
     return {"value": None, "ci": [None, None], "n": 0, "unit": "none", "reason": reason}
 
 

@@ -11,9 +11,10 @@ import shutil
 import time
 from pathlib import Path
 
-from repro.core.config import load_paper
+from repro.core import integrity
+from repro.core.config import declared_metrics, load_paper
 from repro.core.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
-from repro.report.verdicts import VERDICTS, evaluate_claims, fmt_effect
+from repro.report.verdicts import VERDICTS, check_declared, evaluate_claims, fmt_effect
 
 # design.md's wall-clock budgets for one paper's whole chain on 2 cores
 BUDGET_S = {"smoke": 60, "mini": 720}
@@ -24,9 +25,10 @@ HOW_TO_READ = (
     "over what varies (seeds, timing pairs, test items; `by design` = fixed by configuration, measured "
     "from the run). **reproduced**: the whole interval satisfies the check; **not reproduced**: the whole "
     "interval violates it; **inconclusive**: the interval straddles the threshold (the reason says how "
-    "much narrower it would have to be), there is one sample only, or the timing job's A/A control was "
-    "unstable; **not checkable**: not measurable at this scale. The forest plot draws every check on its "
-    "own scale, threshold at 0 and the claim's side to the right.")
+    "much narrower it would have to be), there is one sample only, the timing job's A/A control was "
+    "unstable, or the analysis could not measure the effect in this run (it says why); **not checkable**: "
+    "the params say in advance, with a reason, that this scale cannot decide it. The forest plot draws "
+    "every check on its own scale, threshold at 0 and the claim's side to the right.")
 
 
 def to_html(markdown_text: str, title: str) -> str:
@@ -86,7 +88,10 @@ def paper_report(paper: str, profile: str, summary: Path, stages: list[Path], ou
     from repro.report.figures import forest_rows, forest
 
     params = load_paper(paper)
+    for folder in {summary, *stages}:  # what the report reads is what the jobs wrote
+        integrity.verify(folder)
     metrics_file = read_json(summary / "metrics.json")
+    check_declared(metrics_file["metrics"], declared_metrics(paper))
     verdicts = evaluate_claims(params["claims"], metrics_file["metrics"])
     prov = metrics_file["provenance"]
     lines = [f"# {paper}: claims vs. measurements (profile `{profile}`)", ""]

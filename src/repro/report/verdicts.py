@@ -7,7 +7,8 @@ e.g. a measured GEMM taxonomy), `says` the spec's wording. Against an interval [
 - not reproduced: the whole interval violates it;
 - inconclusive: it straddles the threshold (with how much narrower it would have to be), there is no
   interval (one sample), or the timing job's A/A control says the timing was unstable;
-- not checkable: the analysis could not measure the effect at this scale (it says why).
+- not checkable: the params say, in advance and with a reason (`not_checkable:`), that this scale
+  cannot decide the check. An effect the analysis failed to measure in this run is inconclusive.
 A claim is not reproduced when any check is, else inconclusive when any is, else not checkable when
 any is, else reproduced.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import operator
 
-from repro.report.intervals import is_effect
+from repro.report.intervals import is_effect, unmeasured
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -79,10 +80,17 @@ def narrower_by(e: dict, t: float) -> float | None:
 
 
 def decide_check(check: dict, metrics: dict) -> dict:
-    raw = lookup(metrics, check["metric"])
     op, t = check["op"], check["value"]
     row = {"metric": check["metric"], "op": op, "threshold": t,
            "says": check.get("says") or f"{check['metric']} {op} {fmt(t)}"}
+    if check.get("not_checkable"):
+        try:
+            e = lookup(metrics, check["metric"])
+        except ClaimError:
+            e = unmeasured(check["not_checkable"])
+        return {**row, "effect": e if is_effect(e) else unmeasured(check["not_checkable"]),
+                "verdict": NOT_CHECKABLE, "reason": f"not checkable at this scale: {check['not_checkable']}"}
+    raw = lookup(metrics, check["metric"])
     if is_effect(raw):
         e = raw
     elif isinstance(raw, (bool, str)):  # an exact outcome (a measured shape, a name): no sampling
@@ -92,11 +100,15 @@ def decide_check(check: dict, metrics: dict) -> dict:
                          "{value, ci, n, unit} (or an exact bool/name)")
     row["effect"] = e
     lo, hi = e["ci"]
+    if isinstance(t, (bool, str)) != (e["unit"] == "exact") or (e["unit"] == "exact" and type(t) is not type(raw)):
+        raise ClaimError(f"check on {check['metric']!r}: threshold {t!r} ({type(t).__name__}) cannot be compared "
+                         f"with {'the exact outcome' if e['unit'] == 'exact' else 'an effect'} {fmt(e['value'])}")
     if e["value"] is None:
-        return {**row, "verdict": NOT_CHECKABLE, "reason": e.get("reason") or "not measured at this scale"}
+        return {**row, "verdict": INCONCLUSIVE,
+                "reason": f"not measured in this run: {e.get('reason') or 'no value'}"}
     if lo is None:
         return {**row, "verdict": INCONCLUSIVE, "reason": f"{fmt_effect(e)}: one sample, no interval"}
-    if e["unit"] == "exact" or isinstance(t, (bool, str)):
+    if e["unit"] == "exact":
         ok = OPS[op](e["value"], t)
         return {**row, "verdict": REPRODUCED if ok else NOT_REPRODUCED,
                 "reason": f"{fmt(e['value'])} ({e['unit']}){'' if ok else ', needs ' + op + ' ' + fmt(t)}"}
@@ -132,3 +144,13 @@ def evaluate_claim(claim: dict, metrics: dict) -> dict:
 
 def evaluate_claims(claims: list[dict], metrics: dict) -> list[dict]:
     return [evaluate_claim(c, metrics) for c in claims]
+
+
+def check_declared(metrics: dict, declared: dict[str, str]) -> None:
+    """The analysis wrote every metric its paper declares (ANALYSIS_METRICS), each of its kind."""
+    for path, kind in declared.items():
+        raw = lookup(metrics, path)
+        ok = {"effect": is_effect(raw), "bool": isinstance(raw, bool),
+              "name": isinstance(raw, str)}[kind]
+        if not ok:
+            raise ClaimError(f"the analysis declares {path!r} as {kind} but wrote {raw!r}")

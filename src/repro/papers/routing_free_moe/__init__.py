@@ -1,1 +1,15 @@
 """Routing-Free MoE: experts that activate themselves, unified adaptive balancing (see method.py)."""
+
+# What the analysis stage writes that a claim may check (path -> effect | bool | name):
+# params are validated against it before any job, and the report fails if the analysis
+# did not write one.
+ANALYSIS_METRICS = {
+    "r1.rf_minus_topk_loss": "effect",
+    "r2.abs_gap": "effect",
+    "r3.expert_cv_mu0_minus_mu1": "effect",
+    "r3.token_cv_mu1_minus_mu0": "effect",
+    "r4.rise_below_beyond_spread": "effect",
+    "r4.rise_above_beyond_spread": "effect",
+    "r4.min_step_away": "effect",
+    "r4.max_step_rel": "effect",
+}
