@@ -20,8 +20,8 @@ SKIP = {".git", ".venv", "results", "reports", "logs", ".repro", "mlflow.db", "m
 
 def snakemake(repo: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--scheduler", "greedy",
-                           "--config", "profile=smoke", *args], cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "2", "--scheduler", "greedy",
+                           "--config", "profile=smoke"], cwd=repo, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise AssertionError(f"snakemake {args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc.stdout + proc.stderr
@@ -126,16 +126,22 @@ def test_rerun_plans_only_what_depends_on_a_change(smoke_repo):
     assert planned(smoke_repo) == {}
 
 
-def test_bad_params_stop_before_any_job(smoke_repo):
+@pytest.mark.parametrize("edit, message", [
+    (("steps: 4,", "steps: -4,"), "params/pruninginfersim.yaml: key 'smoke.train.steps'"),
+    (("metric: p1.static_depth_efficiency", "metric: p1.static_depth_efficency"),
+     "params/pruninginfersim.yaml: key 'claims.0.checks.0.metric': 'p1.static_depth_efficency' is not a metric"),
+])
+def test_bad_params_stop_before_any_job(smoke_repo, edit, message):
     params = smoke_repo / "params/pruninginfersim.yaml"
     original = params.read_text()
+    assert edit[0] in original
     try:
-        params.write_text(original.replace("steps: 4,", "steps: -4,", 1))
+        params.write_text(original.replace(*edit, 1))
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke",
                                "--dry-run"], cwd=smoke_repo, env=env, capture_output=True, text=True)
         assert proc.returncode != 0
-        assert "params/pruninginfersim.yaml: key 'smoke.train.steps'" in proc.stdout + proc.stderr
+        assert message in proc.stdout + proc.stderr
     finally:
         params.write_text(original)
 

@@ -50,16 +50,16 @@ def push(profile: str, targets: list[Path], out: Path) -> None:
     for target in targets:
         record = dvc_file(profile, target)
         if record.exists():  # a later snapshot of the same folder: new hashes, same record
-            dvc("commit", "--force", "--quiet", str(record))
+            dvc("commit", "--force", str(record))
         else:  # `dvc add` writes the record beside the folder; move it where a clean keeps it
-            dvc("add", "--quiet", str(target))
+            dvc("add", str(target))
             beside = target.with_name(target.name + ".dvc")
             record.parent.mkdir(parents=True, exist_ok=True)
             path = os.path.relpath(target.resolve(), record.parent.resolve())
             record.write_text(beside.read_text().replace(f"path: {target.name}\n", f"path: {path}\n"))
             beside.unlink()
         files.append(record)
-    dvc("push", "--quiet", *map(str, files))
+    dvc("push", *map(str, files))
     atomic_write_json(out, {"job_folders_verified": jobs, "dvc_files": [str(f.relative_to(REPO_ROOT)) for f in files],
                             "restore": f"python -m repro.core.snapshot restore --profile {profile}"})
 
@@ -71,7 +71,7 @@ def restore(profile: str) -> None:
     if not records:
         raise SystemExit(f"{snapshot_dir(profile)}: no snapshot of profile {profile!r} (run `make snapshot "
                          f"PROFILE={profile}` first and commit snapshots/)")
-    dvc("pull", "--quiet", *map(str, records))
+    dvc("pull", *map(str, records))
     jobs = verify_trees([REPO_ROOT / "results" / profile])
     subprocess.run([sys.executable, "-m", "snakemake", "all", "--cores", "1", "--touch",
                     "--config", f"profile={profile}"], check=True, cwd=REPO_ROOT)
