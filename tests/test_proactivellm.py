@@ -16,7 +16,7 @@ from conftest import run_stage
 from repro.core import config as rc
 from repro.papers.proactivellm import _synth as synth, effects, method
 from repro.papers.proactivellm._task import WordTokenizer, batch, encode
-from repro.streaming.latency import al, laal
+from repro.streaming.latency import al, al_reference, laal
 from repro.streaming.loop import StreamSession, stream
 from repro.streaming.masks import group_position_ids, streaming_allowed, streaming_mask
 
@@ -172,6 +172,21 @@ def test_visibility_schedules_are_monotone_and_end_at_the_full_source():
     assert len(set(draws)) > 10  # random per sample, not one fixed schedule
 
 
+def test_msm_content_rows_are_unbiased_and_the_eos_row_follows_the_task():
+    """T-1 content rows, each view uniform over 1..S (mean (S+1)/2); the first version's T sorted draws
+    with the last overwritten made them the lower order statistics of T draws (mean ~3.4 here)."""
+    rng = random.Random(0)
+    for end in (True, False):
+        vis = np.array([method.schedule("msm", 8, 3, rng, eos_full_source=end) for _ in range(4000)])
+        assert vis[:, :2].mean() == pytest.approx(4.5, abs=0.1)
+        assert (vis[:, 2] >= vis[:, 1]).all()
+        if end:
+            assert (vis[:, 2] == 8).all()
+        else:  # the EOS row drawn between the last content row's view and S
+            assert vis[:, 2].min() < 8 and (vis[:, 2] > vis[:, 1]).any()
+    assert method.schedule("msm", 5, 1, rng, eos_full_source=True) == [5]  # an empty target: the EOS row only
+
+
 def toy_examples():
     tok = WordTokenizer(["a", "b", "c", "x", "y"])
     rows = [{"source": ["a", "b", "c"], "target": ["x", "y"], "oracle": [2, 1]},
@@ -200,7 +215,8 @@ def test_spsd_teacher_gets_no_gradient():
     arm = {"kind": "msm_spsd", "lambda": 0.0, "beta": 1.0, "temperature": 1.0}
     lm = tiny_lm("sdpa", vocab=len(tok))
     obj = method.Objective(lm, arm)
-    b = method.training_batch(examples, arm, tok, random.Random(3), True)
+    b = method.training_batch(examples, arm, tok, random.Random(0), True)
+    assert (b["attention_mask"] != b["full_mask"]).any()  # some row's student view is partial
     out = obj(**b)
     torch.autograd.backward(out.parts["kl"])
     grads = [p.grad.clone() for p in lm.parameters()]
@@ -237,6 +253,20 @@ def test_auroc_states_reachable_drops_unknowable_prefixes():
     assert items.tolist() == [0] * 7  # every state belongs to the one example
 
 
+def test_fixed_chunk_policy_reads_chunks_and_writes_their_share():
+    from repro.streaming.loop import StepState
+
+    def decide(read, written, n=5, size=3, rate=0.5):
+        state = StepState(logits=torch.zeros(1, 4), units_read=torch.tensor([read]), n_units=torch.tensor([n]),
+                          written=torch.tensor([written]), key_unit=torch.zeros(1, 1))
+        return bool(method.chunk_policy(size, rate)(state)[0])
+
+    assert not decide(1, 0) and not decide(2, 0)       # inside the first chunk: READ
+    assert decide(3, 0) and decide(3, 1)                # after it: WRITE up to ceil(3 x 0.5) = 2 tokens
+    assert not decide(3, 2) and not decide(4, 2)        # then READ the next chunk
+    assert decide(5, 2) and not decide(5, 3)            # the source's end closes a chunk: ceil(2.5) = 3
+
+
 def test_decision_scores():
     logits = torch.tensor([[10.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     ent = method.entropy_score(logits)
@@ -260,6 +290,19 @@ def test_al_and_laal_on_hand_computed_delays():
     assert laal([2, 3, 4, 4], 4, 2) == pytest.approx(al([2, 3, 4, 4], 4))
     assert al([4, 4], 4) == pytest.approx(4.0)  # read-then-generate: AL = |x|
     assert al([], 5) == 5.0
+
+
+def test_al_reference_is_simuleval_default():
+    """SimulEval's ALScorer (1.1.4, use_ref_len by default) on cases computed by hand from its code:
+    gamma = |ref| / |src|, AL = sum_{t < tau} (d_t - t / gamma) / tau, tau = first t with d_t >= |src|.
+    (SimulEval cannot be installed into the shared venv: it pins tqdm==4.64.1 and bitarray==2.6.0.)"""
+    # |src| 4, |ref| 4, hypothesis [1, 4]: gamma 1 -> ((1 - 0) + (4 - 1)) / 2 = 2; the hypothesis rate gives 1.5
+    assert al_reference([1, 4], 4, 4) == pytest.approx(2.0) and al([1, 4], 4) == pytest.approx(1.5)
+    # |ref| 2, delays 2, 3, 4, 4: gamma 0.5 -> ((2 - 0) + (3 - 2) + (4 - 4)) / 3 = 1
+    assert al_reference([2, 3, 4, 4], 4, 2) == pytest.approx(1.0)
+    # |src| 6, |ref| 3, delays 3, 5, 6: gamma 0.5 -> ((3 - 0) + (5 - 2) + (6 - 4)) / 3 = 8 / 3
+    assert al_reference([3, 5, 6], 6, 3) == pytest.approx(8 / 3)
+    assert al_reference([], 5, 3) == 5.0  # no output: counted as waiting for the whole source (SimulEval skips it)
 
 
 # --- tasks and their oracles ---------------------------------------------------------------------
@@ -314,7 +357,9 @@ def test_generated_splits_are_disjoint_and_reproducible():
 # --- claims --------------------------------------------------------------------------------------
 
 def pts(policy, xs, qs, **extra):
-    return [{"policy": policy, "al": float(x), "laal": float(x) + 0.5, "quality": float(q),
+    if policy == "read_all":
+        extra = {"by_position": [float(q) for q in qs[:1]] * 4, **extra}
+    return [{"policy": policy, "al": float(x), "al_ref": float(x) + 0.2, "laal": float(x) + 0.5, "quality": float(q),
              "first_write_fraction": 0.5, **extra} for x, q in zip(xs, qs)]
 
 
@@ -337,9 +382,11 @@ def test_curve_frontier_interpolation_and_knots():
 WAITK_AL, WAITK_Q = np.array([2.0, 4, 6, 8]), np.array([0.2, 0.5, 0.7, 0.78])
 
 
-def constructed_runs(seeds, head_shift, noise, entropy=(0.6, 0.6, 0.6), v3_read_all=0.8, attention_shift=None):
-    """{arm: {seed: evaluate metrics}}: per seed a wait-k curve, V3 heads at AL 3, 5, 7 lying
-    `head_shift` above it, entropy AUROC of V0, V2, V3 around `entropy`, all with per-seed noise."""
+def constructed_runs(seeds, head_shift, noise, entropy=(0.6, 0.6, 0.6), v3_read_all=0.8, attention_shift=None,
+                     chunk_shift=0.0, dip=None):
+    """{arm: {seed: evaluate metrics}}: per seed a wait-k curve, a fixed-chunk curve `chunk_shift`
+    above it, V3 heads at AL 3, 5, 7 lying `head_shift` above it (`dip`: (index, shift) of one head
+    point moved), entropy AUROC of V0, V2, V3 around `entropy`, all with per-seed noise."""
     runs = {arm: {} for arm in ("v0", "v1", "v2", "v3", "v4")}
     head_al = np.array([3.0, 5, 7])
     for s in seeds:
@@ -347,8 +394,11 @@ def constructed_runs(seeds, head_shift, noise, entropy=(0.6, 0.6, 0.6), v3_read_
         jitter = lambda n: rng.normal(0, noise, n)  # noqa: E731
         on_waitk = np.interp(head_al, WAITK_AL, WAITK_Q)
         v3 = pts("read_all", [10], [v3_read_all]) + pts("oracle", [3], [0.8])
+        v3 += pts("chunk", WAITK_AL + jitter(4), WAITK_Q + chunk_shift + jitter(4))
         for h in effects.HEADS:
-            shift = attention_shift if h == "attention" and attention_shift is not None else head_shift
+            shift = np.full(3, attention_shift if h == "attention" and attention_shift is not None else head_shift)
+            if dip is not None:
+                shift[dip[0]] = dip[1]
             v3 += pts(h, head_al + jitter(3), on_waitk + shift + jitter(3))
         au = [e + n for e, n in zip(entropy, jitter(3))]
         full = lambda e: {"entropy": e, "maxprob": e, "attention": e}  # noqa: E731
@@ -358,6 +408,8 @@ def constructed_runs(seeds, head_shift, noise, entropy=(0.6, 0.6, 0.6), v3_read_
         runs["v2"][s] = {"points": [], "auroc": full(au[1]), "attention_sign": -1.0}
         runs["v3"][s] = {"points": v3, "auroc": full(au[2]), "attention_sign": 1.0}
         runs["v4"][s] = {"points": [], "auroc": {**full(0.5), "learned": 0.9}, "attention_sign": 1.0}
+        for arm in runs:
+            runs[arm][s]["val_nll_full_view"] = 0.1
     return runs
 
 
@@ -383,6 +435,17 @@ def test_clear_effects_reproduce():
     assert a1["branch_a_defined"] and a1["effect"]["head"] == "entropy" and a1["effect"]["branch"] == "a"
     assert a1["effect"]["value"] > 0 and a1["effect"]["n"] == 3
     assert m["a2"]["synthqa"]["v3_minus_v2"]["value"] == pytest.approx(0.1, abs=0.02)
+    assert a1["diagnosis"]["v3"]["read_all"]["value"] == pytest.approx(0.8)
+    assert a1["diagnosis"]["v0"]["by_position"] == pytest.approx([0.8] * 4)
+
+
+def test_a1_needs_both_fixed_schedules():
+    # above the wait-k curve but below the fixed-chunk curve: the smaller gain decides, and it is negative
+    m, v = verdicts_of(constructed_runs(range(3), head_shift=0.1, noise=0.005, chunk_shift=0.2))
+    a1 = m["a1"]["synthmt"]
+    assert a1["per_baseline"]["entropy.b.waitk"]["ci"][0] > 0 and a1["per_baseline"]["entropy.b.chunk"]["ci"][1] < 0
+    assert a1["candidates"]["entropy"]["b"]["value"] == pytest.approx(a1["per_baseline"]["entropy.b.chunk"]["value"])
+    assert v["A1"]["verdict"] == "not reproduced"
 
 
 def test_a3_needs_every_head_and_has_no_tolerance():
@@ -393,6 +456,14 @@ def test_a3_needs_every_head_and_has_no_tolerance():
     assert v["A3"]["verdict"] == "not reproduced"
     assert m["a3"]["synthmt"]["attention"]["ci"][1] < 0
 
+
+def test_a3_checks_every_shared_point():
+    # above the wait-k curve at two of three head points, clearly below at the middle one (AL ~5)
+    m, v = verdicts_of(constructed_runs(range(3), head_shift=0.1, noise=0.002, dip=(1, -0.05)))
+    e = m["a3"]["synthmt"]["entropy"]
+    assert v["A3"]["verdict"] == "not reproduced" and e["ci"][1] < 0 and e["al"] == pytest.approx(5, abs=0.1)
+    assert e["points"] >= 5 and 1 <= e["points_below"] < e["points"]
+    assert e["n"] == 3  # an interval over the seeds at that point
 
 def test_a1_branch_a_is_undefined_below_keep_and_another_head_may_decide():
     # V3's read-all quality 0.7 of V0's 0.8 (< 0.95): (a) is undefined, (b) decides
@@ -454,7 +525,7 @@ def test_item_intervals_resample_items_with_seeds_fixed():
     flat = effects.item_intervals(runs, {a: {s: arrays(m, False) for s, m in r.items()} for a, r in runs.items()},
                                   "accuracy", resamples=50)
     effects.attach_item_intervals(tasks_m, "t", flat)
-    e = tasks_m["a3"]["t"]["entropy"]
+    e = tasks_m["a3"]["t"]["worst_per_seed"]["entropy"]
     assert e["ci_items"] == pytest.approx([e["value"], e["value"]])
     assert tasks_m["a1"]["t"]["effect"]["ci_items"] == pytest.approx([tasks_m["a1"]["t"]["effect"]["value"]] * 2)
     wide = effects.item_intervals(runs, {a: {s: arrays(m, a == "v3") for s, m in r.items()} for a, r in runs.items()},
@@ -502,7 +573,7 @@ def paper_setup(tmp_path):
     sec["tasks"]["synthmt"]["max_len"], sec["tasks"]["synthqa"]["max_len"] = 24, 4
     sec["model"]["pretrained"] = str(tmp_path / "ckpt")
     sec["train"].update(steps=2, batch_size=4)
-    sec["evaluate"].update(tau_quantiles=[0.3, 0.7], waitk=[1, 3], calibration_examples=6, test_examples=6,
+    sec["evaluate"].update(tau_quantiles=[0.3, 0.7], waitk=[1, 3], chunks=[1, 3], calibration_examples=6, test_examples=6,
                            auroc_examples=6, batch_size=4)
     path = tmp_path / "proactivellm.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -531,10 +602,11 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
                 assert m["arm"] == arm and m["seed"] == seed and m["steps"] == 2 and m["val_nll_full_view"] > 0
             ev_out = r / "evaluate" / task / f"seed{seed}"
             ev = run_stage("proactivellm", evaluate, path, ev_out, ["tasks", "streaming", "evaluate"],
-                           [("data", r / "data" / task),
+                           [("data", r / "data" / task), ("backbone", r / "pretrain" / task),
                             *((f"train_{arm}", r / "train" / task / arm / f"seed{seed}") for arm in arms)],
                            (("task", task), ("seed", seed)))
             assert ev["seed"] == seed and set(ev["arms"]) == set(arms)
+            assert 0 <= ev["backbone"]["quality"] <= 1 and len(ev["backbone"]["by_position"]) == 4
             for arm in arms:
                 assert ev["arms"][arm]["attention_sign"] in (1.0, -1.0)
                 with np.load(ev_out / arm / "items.npz") as z:
@@ -546,10 +618,13 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
         assert (r / "train" / task / "v4" / "seed0" / "head" / "model.safetensors").exists()
         assert "learned" in ev["arms"]["v4"]["auroc"]  # V4 with its oracle-trained head
         v3 = json.loads((r / "evaluate" / task / "seed1" / "metrics.json").read_text())["metrics"]["arms"]["v3"]
-        assert {p["policy"] for p in v3["points"]} == {"read_all", "waitk", "entropy", "maxprob", "attention", "oracle"}
+        assert {p["policy"] for p in v3["points"]} == {"read_all", "waitk", "chunk", "entropy", "maxprob", "attention",
+                                                       "oracle"}
+        assert all("al_ref" in p for p in v3["points"])
     m = run_stage("proactivellm", analysis, path, r / "analysis", ["analysis"], inputs)
     assert set(m["a1"]) == {"synthmt", "synthqa"}
     assert m["a2"]["synthmt"]["v3_minus_v2"]["n"] in (0, 2)  # two seeds (0: an AUROC without both labels)
     assert (r / "analysis" / "latency_quality_synthmt.png").stat().st_size > 1000
     tables = (r / "analysis" / "tables.md").read_text()
-    assert "AUROC" in tables and "Decided by" in tables and "CI items" in tables
+    assert "AUROC" in tables and "Decided by" in tables and "CI items" in tables and "Read-all diagnosis" in tables
+    assert "amended design" in tables

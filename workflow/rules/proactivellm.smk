@@ -1,7 +1,8 @@
 # ProactiveLLM: data/{task} -> pretrain/{task} (the offline backbone, one seed, shared by every arm)
 # -> train/{task}/{arm}/seed{seed} (V0 full, V1 wait-k, V2 MSM, V3 MSM + SPSD, V4 MSM + oracle-label
-# head) -> evaluate/{task}/seed{seed} (every arm: streaming loop per head x tau, wait-k,
-# read-then-generate, oracle; AUROC vs oracle sufficiency) -> analysis (A1-A3, intervals over seeds).
+# head) -> evaluate/{task}/seed{seed} (every arm: streaming loop per head x tau, wait-k, fixed chunks,
+# read-then-generate, oracle; AUROC vs oracle sufficiency; the backbone's read-then-generate point)
+# -> analysis (A1-A3, intervals over seeds).
 STREAM_TASKS = [{"task": t} for t in sorted(PARAMS["proactivellm"][PROFILE]["tasks"])]
 STREAM_RUNS = product(task=sorted(PARAMS["proactivellm"][PROFILE]["tasks"]),
                       arm=sorted(PARAMS["proactivellm"][PROFILE]["arms"]), seed=PARAMS["proactivellm"][PROFILE]["seeds"])
@@ -16,7 +17,7 @@ train = stage("proactivellm", "train", input={"data": data, "backbone": pretrain
               narrow={"tasks": lambda tasks, wc: tasks[wc.task], "arms": lambda arms, wc: arms[wc.arm]})
 # one evaluation job per (task, seed): its arms' evaluations are short next to a job's imports
 stage("proactivellm", "evaluate",
-      input={"data": data, **{f"train_{arm}": results("proactivellm", "train", "{task}", arm, "seed{seed}")
+      input={"data": data, "backbone": pretrain, **{f"train_{arm}": results("proactivellm", "train", "{task}", arm, "seed{seed}")
                               for arm in sorted(PARAMS["proactivellm"][PROFILE]["arms"])}},
       each=product(task=sorted(PARAMS["proactivellm"][PROFILE]["tasks"]), seed=PARAMS["proactivellm"][PROFILE]["seeds"]),
       reads=["tasks", "streaming", "evaluate"], mem_mb=3000, gpu=True, snapshot=True,

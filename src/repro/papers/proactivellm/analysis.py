@@ -1,6 +1,6 @@
 """Stage 5: claims A1-A3 from every (task, arm, seed) evaluation: effects with intervals over seeds
 and over test items, latency-quality curves (quality vs AL and LAAL, means over seeds), AUROC of
-each head."""
+each head, the read-all diagnosis (per arm and the backbone)."""
 import numpy as np
 
 from repro.core.io import atomic_write_text, read_metrics
@@ -10,6 +10,7 @@ from repro.report.figures import plt, save
 
 # (arm, policy, label, style): the curves drawn on each latency-quality figure
 CURVES = [("v1", "waitk", "V1 wait-k (k sweep)", "ks-"), ("v3", "waitk", "V3 under wait-k", "k:"),
+          ("v3", "chunk", "V3 fixed chunks (chunk sweep)", "cs--"),
           ("v3", "entropy", "V3 entropy head", "o-"), ("v3", "maxprob", "V3 max-prob head", "^-"),
           ("v3", "attention", "V3 attention head", "v-"), ("v2", "entropy", "V2 (MSM) entropy head", "o--"),
           ("v0", "entropy", "V0 entropy head", "o:"), ("v4", "learned", "V4 oracle-trained head", "D--")]
@@ -60,7 +61,9 @@ def run(ctx: StageContext) -> dict:
     tasks, arrays = {}, {}
     for _, path in sorted(ctx.inputs.items()):
         job = read_metrics(path)
-        t = tasks.setdefault(job["task"], {"metric": job["metric"], "runs": {}})
+        t = tasks.setdefault(job["task"], {"metric": job["metric"], "runs": {}, "backbone": {},
+                                           "position_bins": job["position_bins"]})
+        t["backbone"][job["seed"]] = job["backbone"]
         for arm, m in job["arms"].items():
             t["runs"].setdefault(arm, {})[job["seed"]] = {"task": job["task"], "arm": arm, "seed": job["seed"],
                                                           "metric": job["metric"], **m}

@@ -3,8 +3,12 @@
     head's score and the oracle label 1[c >= oracle_t]; on validation they give the head's tau sweep
     (quantiles of its scores), on test its AUROC;
   - the READ/WRITE loop on test for the arm's policies (`evaluate.policies`): read-then-generate,
-    wait-k (each k), a decision head at each tau (V4: also its oracle-trained head), the oracle
-    policy: quality, AL and LAAL.
+    wait-k (each k), fixed chunks (each chunk size), a decision head at each tau (V4: also its
+    oracle-trained head), the oracle policy: quality, AL (hypothesis-length rate, and SimulEval's
+    default reference-length rate) and LAAL;
+  - for the SynthQA read-all diagnosis: read-then-generate quality by where the answer arrives
+    (the first target token's oracle as a fraction of the source), per arm and for the offline
+    backbone, and each arm's full-view validation NLL (from its train job).
 The attention head's sign is the one with validation AUROC >= 0.5. Besides the metrics, items.npz
 holds the per-item values behind every point and every state's scores (what analysis resamples).
 Models run with eager attention (the attention head needs the probabilities).
@@ -15,14 +19,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from repro.core.io import read_metrics
 from repro.core.stage import StageContext, main
 from repro.models.causal_lm import device, load_checkpoint
-from repro.papers.proactivellm.method import (attention_score, entropy_score, learned_score, lm_forward,
-                                              load_head, maxprob_score, oracle_policy, read_all_policy,
-                                              threshold_policy, waitk_policy)
+from repro.papers.proactivellm.method import (attention_score, chunk_policy, entropy_score, learned_score,
+                                              lm_forward, load_head, maxprob_score, oracle_policy,
+                                              read_all_policy, threshold_policy, waitk_policy)
 from repro.papers.proactivellm._metrics import auroc, from_sums, item_stats
 from repro.papers.proactivellm._task import Task, batch
-from repro.streaming.latency import al, laal
+from repro.streaming.latency import al, al_reference, laal
+
+# upper edges of the answer-position bins (fraction of the source read when the first target token
+# is determined) for read-then-generate quality by position; the last bin runs to 1
+POSITION_BINS = (0.5, 0.7, 0.9)
 from repro.streaming.loop import stream
 
 
@@ -82,7 +91,7 @@ def run_policy(lm, examples, tok, make_policy, cfg: dict, ev: dict, offset: int,
                need_hidden=False) -> tuple[dict, dict]:
     """One policy on the test items: its point (quality, AL, LAAL, where the first write falls) and
     the per-item values behind it (AL, LAAL, quality statistics), which analysis resamples."""
-    hyps, als, laals, first = [], [], [], []
+    hyps, als, als_ref, laals, first = [], [], [], [], []
     for chunk in chunks(examples, ev["batch_size"]):
         outs = stream(lm, [e.units for e in chunk], make_policy(chunk), start_id=tok.sep_id, eos_id=tok.eos_id,
                       max_len=cfg["max_len"], pad_id=tok.pad_id, eos_needs_full_source=cfg["eos_full_source"],
@@ -90,13 +99,26 @@ def run_policy(lm, examples, tok, make_policy, cfg: dict, ev: dict, offset: int,
         for e, o in zip(chunk, outs):
             hyps.append(tok.decode(o.tokens))
             als.append(al(o.delays, len(e.units)))
+            als_ref.append(al_reference(o.delays, len(e.units), len(e.target)))
             laals.append(laal(o.delays, len(e.units), len(e.target)))
             first.append((o.delays[0] if o.delays else len(e.units)) / len(e.units))
     stats = item_stats(cfg["metric"], hyps, [e.reference for e in examples])
     point = {"quality": float(from_sums(cfg["metric"], stats.sum(0), len(examples))[0]),
-             "al": float(np.mean(als)), "laal": float(np.mean(laals)),
+             "al": float(np.mean(als)), "al_ref": float(np.mean(als_ref)), "laal": float(np.mean(laals)),
              "first_write_fraction": float(np.mean(first)), "n": len(examples)}
-    return point, {"al": als, "laal": laals, "quality": stats}
+    return point, {"al": als, "al_ref": als_ref, "laal": laals, "quality": stats}
+
+
+def by_position(metric: str, stats: np.ndarray, examples) -> list[float | None]:
+    """Quality of the items in each answer-position bin (None for an empty bin)."""
+    where = np.digitize([e.oracle[0] / len(e.units) for e in examples], POSITION_BINS)
+    return [float(from_sums(metric, stats[where == b].sum(0), int((where == b).sum()))[0]) if (where == b).any()
+            else None for b in range(len(POSITION_BINS) + 1)]
+
+
+def chunk_rate(examples) -> float:
+    """Target tokens per source unit (validation): the share of the target a fixed chunk is owed."""
+    return sum(len(e.target) for e in examples) / sum(len(e.units) for e in examples)
 
 
 def evaluate_arm(lm, head, task: Task, cfg: dict, ev: dict, policies: list[str], offset: int) -> tuple[dict, dict]:
@@ -128,6 +150,9 @@ def evaluate_arm(lm, head, task: Task, cfg: dict, ev: dict, policies: list[str],
             runs = [({}, loop(lambda c: read_all_policy()))]
         elif name == "waitk":
             runs = [({"k": k}, loop(lambda c, k=k: waitk_policy(k))) for k in ev["waitk"]]
+        elif name == "chunk":
+            rate = chunk_rate(val)
+            runs = [({"chunk": n}, loop(lambda c, n=n, r=rate: chunk_policy(n, r))) for n in ev["chunks"]]
         elif name == "oracle":
             runs = [({}, loop(lambda c: oracle_policy([e.oracle for e in c])))]
         elif name in heads:  # a decision head over the tau sweep
@@ -140,12 +165,15 @@ def evaluate_arm(lm, head, task: Task, cfg: dict, ev: dict, policies: list[str],
         else:
             raise ValueError(f"policy {name!r} needs a trained decision head this arm does not have")
         for setting, (point, items_of_point) in runs:
+            if name == "read_all":
+                point["by_position"] = by_position(cfg["metric"], items_of_point["quality"], test)
             points.append({"policy": name, **setting, **point})
             per_item.append(items_of_point)
     metrics = {"auroc": {h: auroc(st[h], labels, items) for h in heads}, "attention_sign": signs["attention"],
                "attention_validation_auroc": val_attention, "sufficient_fraction": float(labels.mean()),
                "states": int(labels.size), "points": points}
     arrays = {"point_al": np.array([p["al"] for p in per_item], dtype=float).reshape(len(points), len(test)),
+              "point_al_ref": np.array([p["al_ref"] for p in per_item], dtype=float).reshape(len(points), len(test)),
               "point_laal": np.array([p["laal"] for p in per_item], dtype=float).reshape(len(points), len(test)),
               "point_quality": np.stack([p["quality"] for p in per_item]),
               "state_item": items, "state_label": labels, **{f"state_{h}": v for h, v in st.items()}}
@@ -154,21 +182,29 @@ def evaluate_arm(lm, head, task: Task, cfg: dict, ev: dict, policies: list[str],
 
 def run(ctx: StageContext) -> dict:
     """Every arm of one seed on one task (one job: the arms' evaluations are short next to the
-    seconds each job spends importing transformers); per arm <arm>/items.npz."""
+    seconds each job spends importing transformers); per arm <arm>/items.npz. Also the offline
+    backbone's read-then-generate point (the same in every seed's job: a few forwards)."""
     name, seed = ctx.wildcards["task"], int(ctx.wildcards["seed"])
     cfg, ev = ctx.params["tasks"][name], ctx.params["evaluate"]
     task = Task(ctx.inputs["data"], cfg["eos_full_source"])
+    offset = ctx.params["streaming"]["target_offset"]
+    test = task.examples("test", ev["test_examples"])
+    lm = load_checkpoint(ctx.inputs["backbone"] / "model", attn_implementation="eager").to(device()).eval()
+    point, items_of_point = run_policy(lm, test, task.tokenizer, lambda c: read_all_policy(), cfg, ev, offset)
+    backbone = {**point, "by_position": by_position(cfg["metric"], items_of_point["quality"], test),
+                "val_nll_full_view": read_metrics(ctx.inputs["backbone"])["val_nll_full_view"]}
     arms = {}
     for arm in sorted(ev["policies"]):
         trained = ctx.inputs[f"train_{arm}"]
         lm = load_checkpoint(trained / "model", attn_implementation="eager").to(device()).eval()
         head = load_head(trained / "head")
         head = head.to(lm.device) if head is not None else None
-        arms[arm], arrays = evaluate_arm(lm, head, task, cfg, ev, ev["policies"][arm],
-                                         ctx.params["streaming"]["target_offset"])
+        arms[arm], arrays = evaluate_arm(lm, head, task, cfg, ev, ev["policies"][arm], offset)
+        arms[arm]["val_nll_full_view"] = read_metrics(trained)["val_nll_full_view"]
         (ctx.out / arm).mkdir()
         np.savez_compressed(ctx.out / arm / "items.npz", **arrays)
-    return {"task": name, "seed": seed, "metric": cfg["metric"], "arms": arms}
+    return {"task": name, "seed": seed, "metric": cfg["metric"], "arms": arms, "backbone": backbone,
+            "position_bins": list(POSITION_BINS)}
 
 
 if __name__ == "__main__":

@@ -1,20 +1,22 @@
 """ProactiveLLM's mechanism: visibility schedules for training (V0 full, V1 wait-k, V2 MSM), the
 SPSD objective (V3), the oracle-label decision head (V4 baseline), and the decision heads that turn
 a model's own next-token state into READ/WRITE (negative entropy, max-probability, attention mass on
-the newest source units, its sign chosen on validation), with wait-k, read-then-generate and oracle
-policies for comparison.
+the newest source units, its sign chosen on validation), with wait-k, fixed-chunk, read-then-generate
+and oracle policies for comparison.
 
 Arms (params `arms.<name>.kind`):
   full        V0: every target token sees the whole source (read-then-generate)
   waitk       V1: target token t sees min(t + k - 1, S) units, k drawn per sample from the arm's
               [lo, hi] (lo = hi: one k; a range: multi-path wait-k, one model for every tested k)
-  msm         V2: per sample a random monotone schedule 1 <= c_1 <= ... <= c_T <= S (the sorted
-              draws of T uniform integers in [1, S]); loss = NLL of y_t given x_<=c_t, y_<t
+  msm         V2: per sample a random monotone schedule 1 <= c_1 <= ... <= c_T <= S: the content rows
+              are the sorted draws of T-1 uniform integers in [1, S]; the EOS row sees S when the
+              task requires it (`eos_full_source`), else a uniform draw in [c_{T-1}, S];
+              loss = NLL of y_t given x_<=c_t, y_<t
   msm_spsd    V3: MSM + lambda * NLL(full view) + beta * KL(teacher || student), the teacher being
               the same model's full view in the same batch under stop-gradient
   msm_oracle  V4: MSM + a linear head on the final hidden state trained (BCE) on oracle sufficiency
               labels 1[c_t >= oracle_t]: the external-signal baseline
-The EOS row sees the whole source when the task requires it (`eos_full_source`).
+Wait-k's EOS row, too, sees the whole source when the task requires it.
 """
 from __future__ import annotations
 
@@ -37,12 +39,16 @@ def schedule(kind: str, n_units: int, rows: int, rng: random.Random, k: int = 1,
         vis = [n_units] * rows
     elif kind == "waitk":
         vis = [min(k + t, n_units) for t in range(rows)]
+        if eos_full_source:
+            vis[-1] = n_units
     elif kind in ("msm", "msm_spsd", "msm_oracle"):
-        vis = sorted(rng.randint(1, n_units) for _ in range(rows))
+        # T-1 content rows, each view uniform over 1..S; drawing T and overwriting the last with S
+        # (the first version) made the content rows order statistics of T draws, biased toward
+        # insufficient views
+        vis = sorted(rng.randint(1, n_units) for _ in range(rows - 1))
+        vis.append(n_units if eos_full_source else rng.randint(vis[-1] if vis else 1, n_units))
     else:
         raise ValueError(f"unknown schedule {kind!r}")
-    if eos_full_source:
-        vis[-1] = n_units
     return vis
 
 
@@ -182,6 +188,17 @@ def threshold_policy(name: str, tau: float, cfg: dict, head: nn.Module | None = 
 
 def waitk_policy(k: int) -> Policy:
     return lambda state: state.units_read >= torch.minimum(k + state.written, state.n_units)
+
+
+def chunk_policy(size: int, rate: float) -> Policy:
+    """Fixed chunks: READ `size` units at a time; after each chunk WRITE until the target written so
+    far reaches the chunk's share, ceil(units read x rate) tokens (rounded up: every chunk is owed
+    at least its share), `rate` being target tokens per source unit measured on validation (the
+    target's length is unknown while streaming). The loop writes the rest once the source is read."""
+    def policy(state: StepState) -> torch.Tensor:
+        boundary = (state.units_read % size == 0) | state.exhausted
+        return boundary & (state.written < torch.ceil(state.units_read * rate))
+    return policy
 
 
 def read_all_policy() -> Policy:
