@@ -16,12 +16,12 @@ from conftest import run_stage
 from repro.core import config as rc
 from repro.papers.routing_free_moe import _arms as arms, effects, method
 from repro.papers.routing_free_moe.method import AdaptiveLambda, RoutingFreeMoE, TopKMoE
-from repro.report.verdicts import INCONCLUSIVE, NOT_CHECKABLE, NOT_REPRODUCED, REPRODUCED, evaluate_claims
+from repro.report.verdicts import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, evaluate_claims
 
 TINY = {"arch": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64}
 RF = {"kind": "routing_free", "experts": 6, "expert_size": 8, "rank": 8, "threshold": 0.2,
-      "density_target": 0.25, "lambda0": 1e-3, "eta": 0.2, "mu": 0.5, "lr": 0.003}
+      "density_target": 0.25, "init_density": None, "lambda0": 1e-3, "eta": 0.2, "mu": 0.5, "lr": 0.003}
 TOPK = {"kind": "topk", "experts": 4, "k": 2, "expert_size": 16, "aux_coef": 0.01, "lr": 0.003}
 
 
@@ -71,14 +71,53 @@ def test_expert_is_active_exactly_when_its_score_clears_theta():
     assert torch.allclose(s, torch.tensor([[0.1, 0.3, 0.2]]))
 
 
-def test_balancing_losses_on_hand_computed_p():
-    p = torch.tensor([[0.5, 0.0, 0.1], [0.3, 0.4, 0.0]])
-    l_e, l_t, rho = method.balancing_losses(p, 0.2)
-    # M = [[1,0,0],[1,1,0]]; per expert: mean M (1, .5, 0) x mean P (.4, .2, .05) -> mean (.4 + .1 + 0) / 3
+def test_balancing_losses_count_active_experts_only():
+    s = torch.tensor([[0.5, -0.3, 0.1], [0.3, 0.4, 0.0]], requires_grad=True)
+    l_e, l_t, rho = method.balancing_losses(s, 0.2)
+    # M = [[1,0,0],[1,1,0]]; P = s where active, else 0 (the sub-threshold 0.1 does not count):
+    # per expert: mean M (1, .5, 0) x mean P (.4, .2, 0) -> mean (.4 + .1 + 0) / 3
     assert l_e.item() == pytest.approx((0.4 + 0.1 + 0.0) / 3)
-    # per token: mean M (1/3, 2/3) x mean P (.2, .7/3) -> mean
-    assert l_t.item() == pytest.approx((1 / 3 * 0.2 + 2 / 3 * 0.7 / 3) / 2)
+    # per token: mean M (1/3, 2/3) x mean P (.5/3, .7/3) -> mean
+    assert l_t.item() == pytest.approx((1 / 3 * 0.5 / 3 + 2 / 3 * 0.7 / 3) / 2)
     assert rho.item() == pytest.approx(0.5)
+    (l_e + l_t).backward()
+    # only active experts' scores are pushed down; inactive ones (positive or not) get no gradient
+    assert (s.grad[s.detach() >= 0.2] > 0).all() and (s.grad[s.detach() < 0.2] == 0).all()
+    assert torch.isfinite(s.grad).all()
+
+
+def test_calibrated_start_is_at_the_target_density():
+    torch.manual_seed(0)
+    model = method.build_model(TINY, RF, vocab_size=64)
+    aux = method.make_aux(model, RF)
+    batch = torch.randint(0, 64, (8, 32))
+    model(input_ids=batch)
+    aux.loss()
+    assert aux._rho > 0.8  # zero biases: (nearly) every expert active at init
+    method.calibrate_biases(model, batch, 0.25)
+    model(input_ids=batch)
+    aux.loss()
+    assert aux._rho == pytest.approx(0.25, abs=0.01)
+    for layer in aux.layers:  # every expert of every layer, not just the mean (layer by layer)
+        per_expert = (layer.last_scores >= layer.threshold).float().mean(0)
+        assert torch.allclose(per_expert, torch.full_like(per_expert, 0.25), atol=1 / 256 + 1e-6)
+    other = torch.randint(0, 64, (8, 32))  # near the target on unseen tokens too
+    model(input_ids=other)
+    aux.loss()
+    assert 0.15 < aux._rho < 0.35
+
+
+def test_thresholds_for_density_are_score_quantiles():
+    scores = torch.linspace(0, 1, 1001).reshape(-1, 7 * 11)  # any shape: pooled over tokens and experts
+    flat = scores.flatten()
+    thetas = method.thresholds_for_density(scores, 0.8, [2.0, 1.0, 0.5])
+    base = (flat >= 0.8).float().mean().item()
+    assert thetas[1.0] == 0.8
+    for f in (2.0, 0.5):
+        assert (flat >= thetas[f]).float().mean().item() == pytest.approx(f * base, abs=2 / flat.numel())
+    assert thetas[2.0] < 0.8 < thetas[0.5]
+    with pytest.raises(ValueError, match="not a density"):
+        method.thresholds_for_density(scores, 0.3, [2.0, 1.0])  # 2 x 0.7 > 1
 
 
 def test_lambda_moves_up_when_too_dense_and_down_when_too_sparse():
@@ -171,7 +210,7 @@ def test_arm_names_and_runs():
 CLAIMS = rc.load_paper("routing_free_moe")["claims"]
 MINI_RF = rc.load_paper("routing_free_moe")["mini"]["arms"]["rf"]  # trained theta 0.2, rho* 0.25
 MUS = {0.0: "rf_mu0", 0.5: "rf", 1.0: "rf_mu100"}
-THETAS = [0.1, 0.15, 0.2, 0.25, 0.3, 0.4]
+FACTORS = [2.0, 1.41, 1.0, 0.71, 0.5]  # the mini sweep's density factors
 SEEDS = (0, 1, 2)
 JITTER = (0.03, -0.03, 0.0)  # what differs between seeds: each seed's offset
 DIFFICULTY = np.random.default_rng(100).normal(0, 0.3, 32)  # each validation window's, shared by every model
@@ -188,13 +227,15 @@ def record(arm: str, seed: int, level: float, e_cv: float, t_cv: float, rho: flo
     return {"arm": arm, "seed": seed, "kind": "routing_free" if arm.startswith("rf") else arm,
             "val_loss": float(np.mean(w)), "window_loss": w, "expert_load_cv": e_cv, "token_compute_cv": t_cv,
             "dead_experts": 0, "experts_total": 48, "density": rho, "rho_final": rho, "rho_mean_train": rho,
-            "lambda_final": 0.1, "active_ffn_params_per_layer": 1, "params_non_embedding": 1}
+            "lambda_final": 0.1, "active_ffn_params_per_layer": 1, "params_non_embedding": 1,
+            "active_ffn_params_train": 1.0 + (rho - 0.25) if arm.startswith("rf") else 1.0}
 
 
 def constructed(rf_gap=0.0, rho=0.25, cv_mu0=(0.5, 0.5), cv_mu1=(0.5, 0.5), sweep_curve=lambda t: 0.0):
     """Runs, theta sweep and validation curves of 3 seeds. rf_gap: routing-free minus top-k loss;
     rho: every routing-free run's final density; cv_mu*: (expert-load, token-compute) CV at each end of
-    the mu sweep; sweep_curve(theta): the loss change at inference theta."""
+    the mu sweep; sweep_curve(factor): the loss change at the inference theta where the density is
+    `factor` times the trained one."""
     runs, sweep, curves = {}, {}, {}
     for s, j in zip(SEEDS, JITTER):
         levels = {"dense": 0.1, "topk": 0.0, "rf": rf_gap + j, "rf_mu0": rf_gap, "rf_mu100": rf_gap}
@@ -203,10 +244,10 @@ def constructed(rf_gap=0.0, rho=0.25, cv_mu0=(0.5, 0.5), cv_mu1=(0.5, 0.5), swee
             e_cv, t_cv = cvs.get(arm, (0.5, 0.5))
             key = arms.run_key(arm, s)
             runs[key] = record(arm, s, level, float(e_cv), float(t_cv), rho + j / 3)
-            curves[key] = [[50, 2.3 + level], [100, 2.0 + level]]
+            curves[key] = {"val_curve": [[50, 2.3 + level], [100, 2.0 + level]], "rho": [rho] * 100}
         sweep[arms.run_key("rf", s)] = {"trained_theta": 0.2, "sweep": {
-            str(t): {"val_loss": 2.0 + levels["rf"] + sweep_curve(t), "density": 0.25,
-                     "window_loss": windows(levels["rf"] + sweep_curve(t), s, "rf")} for t in THETAS}}
+            str(f): {"theta": 0.2 / f, "val_loss": 2.0 + levels["rf"] + sweep_curve(f), "density": 0.25 * f,
+                     "window_loss": windows(levels["rf"] + sweep_curve(f), s, "rf")} for f in FACTORS}}
     return runs, sweep, curves
 
 
@@ -216,8 +257,9 @@ def verdicts(**kw) -> dict:
     return {v["id"]: v["verdict"] for v in evaluate_claims(CLAIMS, m)}
 
 
-def v_shape(t: float) -> float:
-    return 1.5 * abs(t - 0.2)
+def v_shape(f: float) -> float:
+    """Loss rising by 0.15 nats per halving or doubling of the density."""
+    return 0.15 * abs(math.log2(f))
 
 
 NOT_DECIDED_FOR = (NOT_REPRODUCED, INCONCLUSIVE)
@@ -248,16 +290,23 @@ def test_r4_null_flat_curve_is_not_reproduced():
 
 
 def test_r4_rise_within_seed_spread_is_not_reproduced():
-    assert verdicts(sweep_curve=lambda t: 0.1 * abs(t - 0.2))["R4"] == NOT_REPRODUCED  # rises 0.01-0.02 < 0.03
+    assert verdicts(sweep_curve=lambda f: 0.02 * abs(math.log2(f)))["R4"] == NOT_REPRODUCED  # 0.02 < 0.03
+
+
+def test_r4_one_sided_rise_is_not_reproduced():
+    # fewer experts hurt, more experts do not: the loss must rise on both sides
+    assert verdicts(sweep_curve=lambda f: v_shape(f) if f < 1 else 0.0)["R4"] == NOT_REPRODUCED
 
 
 def test_r4_dip_is_not_monotone_and_a_jump_is_not_smooth():
-    runs, sweep, curves = constructed(sweep_curve=lambda t: {0.3: 0.05}.get(t, v_shape(t)))  # 0.3 below 0.25
+    runs, sweep, curves = constructed(sweep_curve=lambda f: {0.71: 0.2}.get(f, v_shape(f)))  # 0.71 above 0.5
     r4 = effects.decide(runs, sweep, MUS, MINI_RF, curves)["r4"]
-    assert r4["min_step_away"]["value"] == pytest.approx(-0.025)
+    assert r4["density_factors"] == FACTORS
+    assert r4["thetas"][2] == pytest.approx(0.2)
+    assert r4["min_step_away"]["value"] == pytest.approx(v_shape(0.5) - 0.2)  # -0.05: the loss falls back
     assert r4["min_step_away"]["ci"][1] < 0 and r4["rise_above_beyond_spread"]["ci"][0] > 0
-    assert r4["max_step_rel"]["value"] == pytest.approx(0.25 / 2.0)  # 0.3 -> 0.4, over the trained loss
-    assert verdicts(sweep_curve=lambda t: v_shape(t) + (0.5 if t == 0.4 else 0))["R4"] == NOT_REPRODUCED
+    assert r4["max_step_rel"]["value"] == pytest.approx(0.2 / 2.0)  # trained -> 0.71, over the trained loss
+    assert verdicts(sweep_curve=lambda f: v_shape(f) + (0.5 if f == 0.5 else 0))["R4"] == NOT_REPRODUCED
 
 
 def test_steps_away_and_relative_steps():
@@ -278,20 +327,25 @@ def test_effects_are_paired_and_tables_render():
     # the windows' shared difficulty (std 0.3) cancels in the pairing: the interval is the seeds' jitter
     assert r1["ci"][1] - r1["ci"][0] < 0.1
     assert m["r2"]["abs_gap"]["value"] == pytest.approx(0.02 / 3)
+    assert m["r1"]["rf_over_topk_train_compute"]["samples"] == pytest.approx([1.01, 0.99, 1.0])
+    assert [c["density_so_far"] for c in m["r1"]["curve"]] == pytest.approx([0.25, 0.25])
     assert m["r3"]["expert_cv_mu0_minus_mu1"]["samples"] == pytest.approx([0.06, -0.06, 0.0])
     assert [c["step"] for c in m["r1"]["curve"]] == [50, 100]
     assert m["r1"]["curve"][-1]["value"] == pytest.approx(-0.1)
-    tables = effects.report_tables(m, runs)
+    method_text = effects.method_section(MINI_RF, FACTORS, {"excluded_count": 3, "rule": "r", "dedup_containment": 0.5})
+    tables = effects.report_tables(m, runs, method_text)
     assert "| rf |" in tables and "| 100 | -0.1000 |" in tables and "items only" in tables
+    assert tables.startswith("## Method: the amended design") and "3 excluded" in tables
+    assert "| 0.5 | 0.400 (0.400-0.400) |" in tables  # the sweep table: factor, theta
 
 
-def test_undefined_cv_is_not_checkable():
+def test_undefined_cv_is_inconclusive_with_the_reason():
     runs, sweep, curves = constructed()
     runs["rf_mu0_s1"]["expert_load_cv"] = None
     m = effects.decide(runs, sweep, MUS, MINI_RF, curves)
     assert m["r3"]["expert_cv_mu0_minus_mu1"]["value"] is None
     r3 = next(v for v in evaluate_claims(CLAIMS, m) if v["id"] == "R3")
-    assert r3["checks"][0]["verdict"] == NOT_CHECKABLE and "seed(s) [1]" in r3["checks"][0]["reason"]
+    assert r3["checks"][0]["verdict"] == INCONCLUSIVE and "seed(s) [1]" in r3["checks"][0]["reason"]
 
 
 def test_routing_stats_window_losses_match_the_models_loss():
@@ -335,7 +389,8 @@ def test_paper_profile_chain_on_local_files(tmp_path):
     sec["model"] = {"pretrained": str(tmp_path / "ckpt"), "dtype": "bfloat16",
                     "attn_implementation": "flash_attention_2"}
     sec["arms"]["topk"].update(experts=4, k=2, expert_size=16)
-    sec["arms"]["rf"].update(experts=4, expert_size=8, rank=8)
+    # two steps cannot bring an all-active start to rho*, and the sweep needs density x 2 < 1: start there
+    sec["arms"]["rf"].update(experts=4, expert_size=8, rank=8, init_density=0.25)
     sec["seeds"] = [0]
     sec["mu_sweep"] = {"values": [0.0, 1.0], "seeds": [0]}
     sec["train"].update(steps=2, batch_size=2, seq_len=16, warmup=1, val_every=1, val_windows=2)
@@ -355,9 +410,22 @@ def test_paper_profile_chain_on_local_files(tmp_path):
     keys = [(arms.run_key(a, s), r / a) for a, s in runs]
     th = run_stage("routing_free_moe", threshold, path, r / "threshold", ["threshold", "evaluate"],
                    [("data", r / "data"), (arms.run_key("rf", 0), r / "rf")])
-    assert set(th["runs"]["rf_s0"]["sweep"]) == {str(v) for v in sec["threshold"]["values"]}
+    assert set(th["runs"]["rf_s0"]["sweep"]) == {str(float(v)) for v in sec["threshold"]["density_factors"]}
     run_stage("routing_free_moe", evaluate, path, r / "evaluate", ["evaluate"], [("data", r / "data"), *keys])
-    m = run_stage("routing_free_moe", analysis, path, r / "analysis", ["arms", "mu_sweep"],
-                  [("evaluate", r / "evaluate"), ("threshold", r / "threshold")])
+    m = run_stage("routing_free_moe", analysis, path, r / "analysis", ["arms", "mu_sweep", "threshold"],
+                  [("data", r / "data"), ("evaluate", r / "evaluate"), ("threshold", r / "threshold")])
     assert {"r1", "r2", "r3", "r4"} <= set(m)
     assert (r / "analysis" / "density.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda s: s["threshold"].update(density_factors=[2.0, 1.41, 0.5]), "density_factors"),  # no trained theta
+    (lambda s: s["threshold"].update(density_factors=[1.0, 0.71, 0.5]), "density_factors"),  # one side only
+    (lambda s: s["arms"]["rf"].update(init_density=1.5), "init_density"),
+    (lambda s: s["arms"]["rf"].pop("init_density"), "init_density"),
+])
+def test_bad_sweep_and_start_params_are_refused(edit, key):
+    params = copy.deepcopy(rc.load_paper("routing_free_moe"))
+    edit(params["mini"])
+    with pytest.raises(rc.ParamsError, match=key):
+        rc.validate_paper(params, "routing_free_moe")

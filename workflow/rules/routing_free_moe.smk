@@ -14,5 +14,5 @@ threshold = stage("routing_free_moe", "threshold",
 evaluate = stage("routing_free_moe", "evaluate",
                  input={"data": data, **outputs("routing_free_moe", "train", RUN_KEY)}, reads=["evaluate"],
                  gpu=True, snapshot=True)
-stage("routing_free_moe", "analysis", input={"evaluate": evaluate, "threshold": threshold},
-      reads=["arms", "mu_sweep"], summary=True, snapshot=True)
+stage("routing_free_moe", "analysis", input={"data": data, "evaluate": evaluate, "threshold": threshold},
+      reads=["arms", "mu_sweep", "threshold"], summary=True, snapshot=True)

@@ -1,4 +1,5 @@
-"""Stage 5: claims R1-R4 decided from the evaluate and threshold metrics; tables and figures."""
+"""Stage 5: claims R1-R4 decided from the evaluate and threshold metrics; tables (with the amended
+design's method section, which cites the data stage's validation dedup) and figures."""
 import numpy as np
 
 from repro.core.io import atomic_write_text, read_json, read_metrics
@@ -69,16 +70,19 @@ def spread_figure(mu_rows: dict, loads: dict, mus: dict, path) -> None:
 
 
 def threshold_figure(r4: dict, sweep_runs: dict, path) -> None:
+    """Loss against validation density (each run at its own thetas), the trained theta's point marked."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    factors = [str(float(f)) for f in r4["density_factors"]]
     for k, r in sorted(sweep_runs.items()):
-        ax.plot(r4["thetas"], [r["sweep"][str(t)]["val_loss"] for t in r4["thetas"]], lw=0.8, alpha=0.6, label=k)
-    ax.plot(r4["thetas"], r4["val_loss"], "ko-", label="mean")
-    ax.axvline(r4["trained_theta"], color="k", ls=":", label="trained theta")
-    ax.set_xlabel("inference threshold theta")
+        cells = [r["sweep"][f] for f in factors]
+        ax.plot([c["density"] for c in cells], [c["val_loss"] for c in cells], "o-", ms=3, lw=0.8, alpha=0.7,
+                label=k)
+        trained = r["sweep"]["1.0"]
+        ax.plot(trained["density"], trained["val_loss"], "k*", ms=8)
+    ax.plot(r4["density"], r4["val_loss"], "ks--", ms=4, label="mean (star: trained theta)")
+    ax.set_xscale("log")
+    ax.set_xlabel("density on validation (inference theta from score quantiles)")
     ax.set_ylabel("validation loss (nats / byte)")
-    ax2 = ax.twinx()
-    ax2.plot(r4["thetas"], r4["density"], "s--", color="tab:red", ms=3)
-    ax2.set_ylabel("density (red)")
     ax.legend(fontsize=8)
     save(fig, path)
 
@@ -90,13 +94,15 @@ def run(ctx: StageContext) -> dict:
     sweep = read_metrics(ctx.inputs["threshold"])["runs"]
     rf = ctx.params["arms"]["rf"]
     mus = mu_arms(ctx.params)
-    m = effects.decide(runs, sweep, mus, rf, {k: c["val_curve"] for k, c in curves.items()})
+    m = effects.decide(runs, sweep, mus, rf, curves)
     loss_figure(runs, curves, ctx.out / "val_loss.png")
     control_figure(curves, mus, rf["density_target"], "rho", ctx.out / "density.png")
     control_figure(curves, mus, rf["density_target"], "lambda", ctx.out / "lambda.png", log=True)
     spread_figure(m["r3"]["mu"], loads, mus, ctx.out / "spread.png")
     threshold_figure(m["r4"], sweep, ctx.out / "threshold.png")
-    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, runs))
+    method = effects.method_section(rf, ctx.params["threshold"]["density_factors"],
+                                    read_metrics(ctx.inputs["data"])["validation_dedup"])
+    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, runs, method))
     return m
 
 

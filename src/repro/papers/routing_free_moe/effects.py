@@ -50,28 +50,39 @@ def paired_seeds(a: dict[int, dict], b: dict[int, dict], key: str, what: str) ->
     return intervals.paired_diff([a[s][key] for s in seeds], [b[s][key] for s in seeds])
 
 
-def curve_gap(curves: dict[str, list], a: dict[int, dict], b: dict[int, dict]) -> list[dict]:
-    """a - b validation loss at every validation point of training, paired by seed (for the tables).
-    `curves`: run key -> [[step, loss], ...]."""
+def curve_gap(curves: dict[str, dict], a: dict[int, dict], b: dict[int, dict]) -> list[dict]:
+    """a - b validation loss at every validation point of training, paired by seed, with a's mean
+    training density up to that step (the active compute it had spent so far; a is routing-free).
+    `curves`: run key -> training history ({"val_curve": [[step, loss], ...], "rho": [per step]})."""
     seeds = shared_seeds(a, b)
-    va = [dict(curves[run_key(a[s]["arm"], s)]) for s in seeds]
-    vb = [dict(curves[run_key(b[s]["arm"], s)]) for s in seeds]
-    return [{"step": step, **intervals.paired_diff([x[step] for x in va], [y[step] for y in vb])}
+    ha = [curves[run_key(a[s]["arm"], s)] for s in seeds]
+    va = [dict(h["val_curve"]) for h in ha]
+    vb = [dict(curves[run_key(b[s]["arm"], s)]["val_curve"]) for s in seeds]
+    return [{"step": step, **intervals.paired_diff([x[step] for x in va], [y[step] for y in vb]),
+             "density_so_far": statistics.mean(statistics.mean(h["rho"][:step]) for h in ha)}
             for step in sorted(va[0])]
 
 
+def compute_ratio(a: dict[int, dict], b: dict[int, dict]) -> dict:
+    """a / b in FFN weights a token touched per layer, averaged over training (a at its measured mean
+    training density), per seed: 1 when the arms spent the same active compute."""
+    seeds = shared_seeds(a, b)
+    return intervals.mean_ci([a[s]["active_ffn_params_train"] / b[s]["active_ffn_params_train"] for s in seeds])
+
+
 # ---------------------------------------------------------------- R4: the inference threshold sweep
-def sweep_matrix(sweep_runs: dict, trained: float) -> dict:
-    """Per seed (rows) and swept theta (columns, ascending): loss, density, per-window losses."""
+def sweep_matrix(sweep_runs: dict) -> dict:
+    """Per seed (rows) and density factor (columns, from the lowest theta, i.e. the largest factor, to
+    the highest): theta, loss, density, per-window losses. Factor 1 is the trained theta."""
     keys = sorted(sweep_runs)
-    thetas = sorted({float(t) for r in sweep_runs.values() for t in r["sweep"]})
-    if trained not in thetas:
-        raise ValueError(f"the threshold sweep {thetas} lacks the trained theta {trained}")
-    cell = lambda k, t, f: sweep_runs[k]["sweep"][str(t)][f]  # noqa: E731
-    return {"runs": keys, "thetas": thetas, "i0": thetas.index(trained),
-            "loss": np.array([[cell(k, t, "val_loss") for t in thetas] for k in keys]),
-            "density": np.array([[cell(k, t, "density") for t in thetas] for k in keys]),
-            "windows": [[np.asarray(cell(k, t, "window_loss")) for t in thetas] for k in keys]}
+    factors = sorted({float(f) for r in sweep_runs.values() for f in r["sweep"]}, reverse=True)
+    if 1.0 not in factors:
+        raise ValueError(f"the threshold sweep {factors} lacks density factor 1 (the trained theta)")
+    cell = lambda k, f, x: sweep_runs[k]["sweep"][str(f)][x]  # noqa: E731
+    grid = lambda x: np.array([[cell(k, f, x) for f in factors] for k in keys])  # noqa: E731
+    return {"runs": keys, "factors": factors, "i0": factors.index(1.0), "theta": grid("theta"),
+            "loss": grid("val_loss"), "density": grid("density"),
+            "windows": [[np.asarray(cell(k, f, "window_loss")) for f in factors] for k in keys]}
 
 
 def steps_away(curve: np.ndarray, i0: int) -> np.ndarray:
@@ -106,24 +117,26 @@ def rise_to(m: dict, j: int, side: str) -> tuple[dict, dict]:
     minus the seed spread of the trained loss (its std over seeds)."""
     i0 = m["i0"]
     if j == i0:
-        reason = f"no theta {side} the trained one ({m['thetas'][i0]}) in the sweep"
+        reason = f"no theta {side} the trained one in the sweep"
         return intervals.unmeasured(reason), intervals.unmeasured(reason)
     rise = intervals.hierarchical([w[j] - w[i0] for w in m["windows"]])
     at_trained = m["loss"][:, i0]
     spread = statistics.stdev(at_trained) if len(at_trained) > 1 else 0.0
     return rise, intervals.shift(rise, spread, ci_items=[x - spread for x in rise["ci_items"]],
-                                 seed_spread=spread, theta=m["thetas"][j])
+                                 seed_spread=spread, density_factor=m["factors"][j])
 
 
 def threshold_sweep(sweep_runs: dict, trained: float) -> dict:
     """R4: loss rises on both sides of the trained theta by more than the seed spread, monotonically
     (smallest step away from it, on the seed-mean curve), smoothly (largest relative step)."""
-    m = sweep_matrix(sweep_runs, trained)
-    i0, n_thetas = m["i0"], len(m["thetas"])
+    m = sweep_matrix(sweep_runs)
+    i0, n_thetas = m["i0"], len(m["factors"])
     rise_below, beyond_below = rise_to(m, 0, "below")
     rise_above, beyond_above = rise_to(m, n_thetas - 1, "above")
     mean = m["loss"].mean(0)
-    return {"trained_theta": trained, "thetas": m["thetas"], "seeds": len(m["runs"]),
+    return {"trained_theta": trained, "density_factors": m["factors"], "seeds": len(m["runs"]),
+            "thetas": m["theta"].mean(0).tolist(), "theta_min": m["theta"].min(0).tolist(),
+            "theta_max": m["theta"].max(0).tolist(),
             "val_loss": mean.tolist(), "density": m["density"].mean(0).tolist(),
             "loss_rise": (mean - mean[i0]).tolist(), "steps_away": steps_away(mean, i0).tolist(),
             "rise_below": rise_below, "rise_above": rise_above,
@@ -145,9 +158,9 @@ def mu_table(arms: dict[str, dict[int, dict]], mu_arms: dict[float, str]) -> dic
     return out
 
 
-def decide(runs: dict, sweep_runs: dict, mu_arms: dict[float, str], rf: dict, val_curves: dict) -> dict:
+def decide(runs: dict, sweep_runs: dict, mu_arms: dict[float, str], rf: dict, curves: dict) -> dict:
     """Claim effects: r1 (loss vs top-k), r2 (density at target), r3 (mu trade-off), r4 (theta sweep).
-    `val_curves`: run key -> [[step, validation loss], ...] recorded during training."""
+    `curves`: run key -> training history (val_curve; rho per step for routing-free runs)."""
     arms = by_seed(runs)
     lo, hi = arms[mu_arms[min(mu_arms)]], arms[mu_arms[max(mu_arms)]]
     target = rf["density_target"]
@@ -161,8 +174,9 @@ def decide(runs: dict, sweep_runs: dict, mu_arms: dict[float, str], rf: dict, va
                "rf_minus_dense_loss": paired_windows(arms["rf"], arms["dense"]),
                "seeds_rf_beats_topk": sum(arms["rf"][s]["val_loss"] < arms["topk"][s]["val_loss"]
                                           for s in shared_seeds(arms["rf"], arms["topk"])),
-               "rf_mean_train_density": intervals.spread([r["rho_mean_train"] for r in arms["rf"].values()]),
-               "curve": curve_gap(val_curves, arms["rf"], arms["topk"])},
+               "rf_mean_train_density": intervals.mean_ci([r["rho_mean_train"] for r in arms["rf"].values()]),
+               "rf_over_topk_train_compute": compute_ratio(arms["rf"], arms["topk"]),
+               "curve": curve_gap(curves, arms["rf"], arms["topk"])},
         "r2": {"target": target, "rho_final": intervals.spread([r["rho_final"] for r in arms["rf"].values()]),
                "abs_gap": intervals.mean_ci([abs(r["rho_final"] - target) for r in arms["rf"].values()]),
                "rho_eval": statistics.mean(r["density"] for r in arms["rf"].values()),
@@ -187,11 +201,37 @@ def _effect_row(name: str, e: dict, spec: str = "+.4f") -> str:
             f"{e['n']} {e['unit']} |")
 
 
-def report_tables(m: dict, runs: dict) -> str:
-    """Markdown sections of the report: what the seeds vary, arms, the R1 gap along training, density
-    control, the mu sweep, the threshold sweep, and every effect with seed and window intervals."""
+def method_section(rf: dict, factors: list[float], dedup: dict) -> list[str]:
+    """What the amended design (issue 16) changed and why. `rf`: the routing-free arm's params,
+    `factors`: the threshold sweep's density factors, `dedup`: the data stage's validation_dedup."""
+    start = (f"b_e set at initialisation so that each expert is active on {rf['init_density']} of the first "
+             "training batch's tokens (the (1 - density) quantile of its score lands on theta)"
+             if rf.get("init_density") else "zero biases (every expert starts active)")
+    return ["## Method: the amended design (issue 16)", "",
+            "- Balancing loss as in the public RoutingFreeMaskedMoE: inactive experts' scores are set to -inf "
+            "before the ReLU, so P counts active experts only (the first version also counted, and pushed "
+            "down, sub-threshold positive scores).",
+            f"- R1 at matched active compute: {start}, and lambda0 = {rf['lambda0']:g}. The first version started "
+            "with every expert active and lambda0 = 1e-5, which held the density at 1 for ~70 steps: the "
+            "routing-free arm averaged 0.44 over training against rho* = 0.25 (~35% more FFN compute per "
+            "token than top-k). The realized training compute ratio and the gap at every validation point "
+            "of training are reported below.",
+            "- R4 over thetas chosen per trained model as quantiles of its own scores on training windows, "
+            "where its density is " + ", ".join(f"{f:g}" for f in factors) + " times the density at "
+            "the trained theta (halved and doubled at the ends, as the amendment asks); the first version's "
+            "fixed grid 0.1-0.4 moved the density by different amounts in different models.",
+            "- R3: the two ends of the mu sweep (0 and 1) on the same seeds as the main arms, paired by seed.",
+            f"- Validation text: held-out stdlib modules that are near-copies of a training module are dropped "
+            f"({dedup.get('excluded_count', 0)} excluded; rule: {dedup.get('rule', 'n/a')}, containment "
+            f"{dedup.get('dedup_containment', 'n/a')}).", ""]
+
+
+def report_tables(m: dict, runs: dict, method: list[str] = ()) -> str:
+    """Markdown sections of the report: the amended design (`method`, from `method_section`), what the
+    seeds vary, arms, the R1 gap along training, density control, the mu sweep, the threshold sweep,
+    and every effect with seed and window intervals."""
     r1, r2, r3, r4 = m["r1"], m["r2"], m["r3"], m["r4"]
-    lines = ["## What the seeds vary", "",
+    lines = [*method, "## What the seeds vary", "",
              "The corpus (data stage) is one for every arm and seed. Each training job is one (arm, seed): the "
              "seed sets the initial weights and the order of the training batches, and every arm of a seed "
              "sees the same batches. evaluate and threshold run each trained model on the same fixed "
@@ -200,6 +240,7 @@ def report_tables(m: dict, runs: dict) -> str:
              "exist; 'items only' holds the seeds fixed)", "",
              "| effect | value | interval (seeds x windows) | items only | n |", "|---|---|---|---|---|"]
     rows = [("R1 rf - top-k val loss", r1["rf_minus_topk_loss"]), ("rf - dense val loss", r1["rf_minus_dense_loss"]),
+            ("rf / top-k FFN weights per token, averaged over training", r1["rf_over_topk_train_compute"]),
             ("R2 mean over seeds of abs(rho_final - rho*)", r2["abs_gap"]),
             ("R3 expert-load CV mu_low - mu_high", r3["expert_cv_mu0_minus_mu1"]),
             ("R3 token-compute CV mu_high - mu_low", r3["token_cv_mu1_minus_mu0"]),
@@ -219,14 +260,18 @@ def report_tables(m: dict, runs: dict) -> str:
         lines.append(f"| {a} | {v['active_ffn_params_per_layer']:,.0f} | {v['params_non_embedding']:,} | "
                      f"{s['mean']:.4f} ± {s['std']:.4f} | {s['min']:.4f}-{s['max']:.4f} | "
                      f"{v['bits_per_token']:.3f} | {s['n']} |")
-    dens = r1["rf_mean_train_density"]
+    dens, ratio = r1["rf_mean_train_density"], r1["rf_over_topk_train_compute"]
     lines += ["", f"Routing-free lower than top-k on {r1['seeds_rf_beats_topk']} of "
               f"{r1['rf_minus_topk_loss']['n']} seeds. Active parameters are matched at the target density; "
-              f"averaged over training the routing-free arm ran at density {dens['mean']:.3f} ± {dens['std']:.3f} "
-              "(every expert starts active until lambda grows).", "",
+              f"averaged over training the routing-free arm ran at density {dens['value']:.3f} {_ci(dens, '.3f')}, "
+              f"so it spent {ratio['value']:.3f} {_ci(ratio, '.3f')} times top-k's FFN weights per token "
+              "(95% intervals over seeds).", "",
               "## R1 along training: routing-free minus top-k validation loss (training's validation windows, "
-              "paired by seed)", "", "| step | rf - top-k | 95% CI (seeds) | seeds |", "|---|---|---|---|"]
-    lines += [f"| {c['step']} | {c['value']:+.4f} | {_ci(c)} | {c['n']} |" for c in r1["curve"]]
+              "paired by seed)", "",
+              "| step | rf - top-k | 95% CI (seeds) | rf mean training density up to this step | seeds |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {c['step']} | {c['value']:+.4f} | {_ci(c)} | {c['density_so_far']:.3f} | {c['n']} |"
+              for c in r1["curve"]]
     lines += ["", f"## Density control (target rho* = {r2['target']})", "",
               "| run | rho_final (train, last 10% of steps) | density on validation | lambda_final | dead experts |",
               "|---|---|---|---|---|"]
@@ -242,10 +287,17 @@ def report_tables(m: dict, runs: dict) -> str:
                      f"{fmt_number(v['token_compute_cv'], '.4f')} | {fmt_number(v['dead_experts'], '.1f')} | "
                      f"{fmt_number(v['val_loss'], '.4f')} | {fmt_number(v['density'], '.4f')} | {v['seeds']} |")
     lines += ["", f"## Inference threshold sweep (trained at theta = {r4['trained_theta']}, mean over "
-              f"{r4['seeds']} seeds)", "", "| theta | val loss | change vs trained theta | density |",
-              "|---|---|---|---|"]
-    for t, lo, d, dens in zip(r4["thetas"], r4["val_loss"], r4["loss_rise"], r4["density"]):
-        lines.append(f"| {t} | {lo:.4f} | {d:+.4f} | {dens:.3f} |")
+              f"{r4['seeds']} seeds)", "",
+              "Each model's thetas are the quantiles of its scores on training windows where its density is the "
+              "factor times the density at the trained theta; density and loss are measured on validation.", "",
+              "| density factor | theta (mean; min-max over seeds) | val loss | change vs trained theta | density |",
+              "|---|---|---|---|---|"]
+    for f, t, t0, t1, lo, d, dens in zip(r4["density_factors"], r4["thetas"], r4["theta_min"], r4["theta_max"],
+                                         r4["val_loss"], r4["loss_rise"], r4["density"]):
+        lines.append(f"| {f:g} | {t:.3f} ({t0:.3f}-{t1:.3f}) | {lo:.4f} | {d:+.4f} | {dens:.3f} |")
+    spread = r4["rise_below_beyond_spread"].get("seed_spread")
     lines += ["", "Steps moving away from the trained theta (mean curve, lowest theta first, then the "
-              "upper side): " + ", ".join(f"{s:+.4f}" for s in r4["steps_away"]) + "."]
+              "upper side): " + ", ".join(f"{s:+.4f}" for s in r4["steps_away"]) + "."
+              + (f" The seed spread the rises must exceed (std over seeds of the loss at the trained theta): "
+                 f"{spread:.4f}." if spread is not None else "")]
     return "\n".join(lines) + "\n"

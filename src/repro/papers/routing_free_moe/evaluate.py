@@ -6,7 +6,7 @@ from repro.core.io import atomic_write_json, read_json, read_metrics
 from repro.core.stage import StageContext, main
 from repro.data.corpus import validation_windows
 from repro.models.causal_lm import device
-from repro.papers.routing_free_moe.method import load_model, routing_stats
+from repro.papers.routing_free_moe.method import active_ffn_params, load_model, routing_stats
 
 
 def run(ctx: StageContext) -> dict:
@@ -25,8 +25,12 @@ def run(ctx: StageContext) -> dict:
                                                     "params_non_embedding", "active_ffn_params_per_layer")},
                      **stats}
         curves[key] = read_json(path / "history.json")
-        if curves[key].get("rho"):  # all experts start active: the FFN compute actually spent in training
-            runs[key]["rho_mean_train"] = statistics.mean(curves[key]["rho"])
+        rho = curves[key].get("rho")
+        if rho:  # the density actually spent in training, hence the FFN compute (R1 at matched compute)
+            runs[key]["rho_mean_train"] = statistics.mean(rho)
+        cfg = model.config
+        runs[key]["active_ffn_params_train"] = active_ffn_params(
+            arm, cfg.hidden_size, cfg.intermediate_size, statistics.mean(rho) if rho else None)
     atomic_write_json(ctx.out / "curves.json", curves)
     atomic_write_json(ctx.out / "expert_load.json", loads)
     return {"runs": runs}

@@ -6,9 +6,13 @@ Read top to bottom:
    softmax, no top-k and no fixed number of experts per token. The output is the sum over active
    experts of s_e(x) * FFN_e(x), FFN_e(x) = W_down,e [act(B_e A_e x) * W_up,e x].
 2. `balancing_losses` balances over all layers x experts at once: L_E (expert balance) and L_T
-   (token balance) on P = ReLU(scores), M = 1[P >= theta]; `RoutingFreeAux` mixes them with mu and
-   scales by lambda, which `AdaptiveLambda` moves after each step towards the target density.
-3. `TopKMoE` is the baseline (softmax router, top-k, Switch load-balancing loss); `build_model`
+   (token balance) on M = 1[s >= theta] and P = ReLU(s with inactive experts' scores set to -inf), so
+   P counts active experts only, as the public RoutingFreeMaskedMoE does; `RoutingFreeAux` mixes them
+   with mu and scales by lambda, which `AdaptiveLambda` moves after each step towards the target density.
+3. `calibrate_biases` starts training at the target density (b_e from score quantiles on a training
+   batch), so the arm's active compute matches the baselines' from step 1, not only at the end;
+   `thresholds_for_density` picks the inference thetas of the robustness sweep the same way.
+4. `TopKMoE` is the baseline (softmax router, top-k, Switch load-balancing loss); `build_model`
    swaps either into the shared Llama model, `active_ffn_params` counts what a token touches.
 """
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,9 +63,15 @@ class RoutingFreeMoE(nn.Module):
         return torch.einsum("...ei,edi->...d", inner, self.down)
 
 
-def balancing_losses(p: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """L_E, L_T and density rho from P [tokens, layers*experts] = ReLU(scores) (ReLU taken by caller)."""
-    m = (p >= threshold).to(p.dtype)  # no gradient through the indicator: P carries it
+def balancing_losses(scores: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L_E, L_T and density rho from the scores s [tokens, layers*experts].
+
+    Inactive experts' scores become -inf before the ReLU (the public code's masked scores), so P is s
+    where the expert is active and 0 elsewhere: a sub-threshold positive score neither counts in P nor
+    gets pushed down by the loss. ReLU(-inf) = 0 with zero gradient, so nothing turns NaN."""
+    active = scores >= threshold
+    m = active.to(scores.dtype)  # no gradient through the indicator: P carries it
+    p = F.relu(scores.masked_fill(~active, float("-inf")))
     l_e = (m.mean(0) * p.mean(0)).mean()  # per (layer, expert): how often active x how strongly
     l_t = (m.mean(1) * p.mean(1)).mean()  # per token: how many experts x how strongly
     return l_e, l_t, m.mean()
@@ -97,8 +108,8 @@ class RoutingFreeAux:
         self._rho = 0.0
 
     def loss(self) -> torch.Tensor:
-        p = F.relu(torch.cat([layer.last_scores for layer in self.layers], dim=-1))
-        l_e, l_t, rho = balancing_losses(p, self.threshold)
+        l_e, l_t, rho = balancing_losses(torch.cat([layer.last_scores for layer in self.layers], -1),
+                                         self.threshold)
         self._rho = rho.item()
         self.history["l_e"].append(l_e.item())
         self.history["l_t"].append(l_t.item())
@@ -107,6 +118,46 @@ class RoutingFreeAux:
     def after_step(self, step: int) -> None:
         self.history["rho"].append(self._rho)
         self.history["lambda"].append(self.lam.update(self._rho))
+
+
+@torch.no_grad()
+def calibrate_biases(model, batch: torch.Tensor, density: float) -> None:
+    """Set every b_e so that expert e is active on `density` of `batch`'s tokens: b_e = (1 - density)
+    quantile of gamma_e * ||A_e x|| minus theta. With zero biases every expert starts active (||A_e x||
+    ~ 1.3 >> theta 0.2 at init): the first mini runs spent ~70 steps at density 1 until lambda grew,
+    0.44 on average over training against the baselines' 0.25. Layer by layer, because layer l's
+    biases change layer l+1's inputs."""
+    for layer in _layers_of(model, RoutingFreeMoE):
+        model(input_ids=batch)
+        raw = (layer.last_scores + layer.bias).float()  # gamma_e * ||A_e x||, [tokens, experts]
+        layer.bias.copy_(torch.quantile(raw, 1 - density, dim=0) - layer.threshold)
+
+
+@torch.no_grad()
+def layer_scores(model, batches: list[torch.Tensor]) -> torch.Tensor:
+    """Every routing-free score [tokens, layers*experts] of the model on `batches`."""
+    layers = _layers_of(model, RoutingFreeMoE)
+    out = []
+    for b in batches:
+        model(input_ids=b)
+        out.append(torch.cat([l.last_scores for l in layers], -1).float().cpu())
+    return torch.cat(out)
+
+
+def thresholds_for_density(scores: torch.Tensor, trained: float, factors: list[float]) -> dict[float, float]:
+    """factor -> the theta at which the density (share of scores >= theta) is `factor` times the density
+    at the trained theta: the score quantile. Factor 1 keeps the trained theta itself."""
+    flat = scores.flatten().numpy()  # numpy: torch.quantile refuses more than 2**24 values
+    base = float((flat >= trained).mean())
+    out = {}
+    for f in factors:
+        if f == 1:
+            out[f] = trained
+        elif not 0 < f * base < 1:
+            raise ValueError(f"density factor {f} x trained density {base:.3f} is not a density in (0, 1)")
+        else:
+            out[f] = float(np.quantile(flat, 1 - f * base))
+    return out
 
 
 class TopKMoE(nn.Module):
@@ -194,15 +245,17 @@ def set_threshold(model, theta: float) -> None:
         layer.threshold = theta
 
 
-def active_ffn_params(arm: dict, hidden: int, intermediate: int) -> float:
+def active_ffn_params(arm: dict, hidden: int, intermediate: int, density: float | None = None) -> float:
     """FFN weights one token touches per layer. Routing-free: every gate A_e is needed for the scores,
-    B_e/up/down of the expected rho* x E active experts; top-k: router + k experts."""
+    B_e/up/down of the density x E active experts (density: rho* unless a measured one is given);
+    top-k: router + k experts."""
     if arm["kind"] == "dense":
         return 3 * hidden * intermediate
     if arm["kind"] == "topk":
         return hidden * arm["experts"] + arm["k"] * 3 * hidden * arm["expert_size"]
     e, i, r = arm["experts"], arm["expert_size"], arm["rank"]
-    return e * r * hidden + arm["density_target"] * e * (r * i + 2 * hidden * i)
+    rho = arm["density_target"] if density is None else density
+    return e * r * hidden + rho * e * (r * i + 2 * hidden * i)
 
 
 @torch.no_grad()

@@ -11,7 +11,8 @@ from repro.data.corpus import load_tokens, random_windows, validation_windows
 from repro.models.causal_lm import count_parameters, device
 from repro.models.training import mean_loss, tail_mean, train_causal_lm
 from repro.papers.routing_free_moe._arms import arm_spec
-from repro.papers.routing_free_moe.method import active_ffn_params, build_model, make_aux, save_model
+from repro.papers.routing_free_moe.method import (active_ffn_params, build_model, calibrate_biases, make_aux,
+                                                  save_model)
 
 
 def run(ctx: StageContext) -> dict:
@@ -24,6 +25,9 @@ def run(ctx: StageContext) -> dict:
     model = build_model(ctx.params["model"], arm, vocab_size=read_json(data / "meta.json")["vocab_size"])
     aux = make_aux(model, arm)
     train_tokens = load_tokens(data, "train")
+    batch = lambda step: random_windows(train_tokens, t["batch_size"], t["seq_len"], run_seed * 1_000_003 + step)  # noqa: E731
+    if arm.get("init_density"):  # routing-free: start at the target density (the first batch sets b_e)
+        calibrate_biases(model, batch(0), arm["init_density"])
     # accelerate puts the model on the GPU when there is one; the validation windows go with it
     val = validation_windows(data, t["val_windows"], t["seq_len"], t["batch_size"], device())
     val_curve = []
@@ -37,8 +41,7 @@ def run(ctx: StageContext) -> dict:
             model.train()
 
     losses = train_causal_lm(
-        model, lambda step: random_windows(train_tokens, t["batch_size"], t["seq_len"], run_seed * 1_000_003 + step),
-        steps=t["steps"], lr=arm["lr"], warmup=t["warmup"], weight_decay=t["weight_decay"],
+        model, batch, steps=t["steps"], lr=arm["lr"], warmup=t["warmup"], weight_decay=t["weight_decay"],
         desc=f"train {name} s{seed}", aux_loss=aux.loss if aux else None, after_step=after_step)
     save_model(model, arm, ctx.out / "model")
     history = {"train_loss": losses, "val_curve": val_curve, **(aux.history if aux else {})}
