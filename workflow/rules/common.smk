@@ -25,7 +25,6 @@ for _paper in PAPERS:
         raise WorkflowError(f"params/config.yaml: papers lists {_paper!r} but params/{_paper}.yaml is missing")
 
 REPORT_INPUTS = {}  # paper -> {"summary": dir, "stages": [dirs]}, filled by `stage`
-SNAPSHOT = {}  # paper -> dirs that `snakemake snapshot` puts under DVC, filled by `stage`
 JOBS = {}  # (paper, stage) -> {wildcard values: output dir} of every job of the stage
 CONDA_ENV = "../envs/repro.yml"
 # Jobs import the package from this checkout's src/ (not whichever copy pip installed), run the
@@ -70,7 +69,7 @@ def named_inputs(wildcards, input):
 
 
 def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, mem_mb=2000, gpu=False,
-          timing=False, summary=False, snapshot=False):
+          timing=False, summary=False):
     """Rule `<paper>_<name>`: runs `python -m repro.papers.<paper>.<name>` into
     results/<profile>/<paper>/<name>[/<wildcard>...], one job per entry of `each` (dicts of wildcard
     values; `seed` becomes `seed<N>`). `reads`: the params sections the job reads. `narrow`: for a
@@ -78,8 +77,7 @@ def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, 
     so editing another part re-runs nothing here. `gpu`: the job computes on the device when there is one
     (one GPU; the gpu and slurm profiles schedule by it). `timing` jobs ask for every core of the
     machine, capped by --cores (clusters: set-threads).
-    `summary` marks the stage whose metrics and figures the report reads; `snapshot` puts its
-    outputs under DVC. Returns the output pattern, for the next stages' inputs."""
+    `summary` marks the stage whose metrics and figures the report reads. Returns the output pattern, for the next stages' inputs."""
     each = each or [{}]
     wildcards = list(each[0])
     parts = _parts(wildcards)
@@ -90,8 +88,6 @@ def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, 
     report_entry["stages"] += [path for _, path in JOBS[(paper, name)]]
     if summary:
         report_entry["summary"] = output
-    if snapshot:
-        SNAPSHOT.setdefault(paper, []).extend(path for _, path in JOBS[(paper, name)])
     flags = " ".join(f"--wildcard {w}={{wildcards.{w}}}" for w in wildcards)
     if not config["tracking"]["mlflow"]:
         flags += " --no-tracking"

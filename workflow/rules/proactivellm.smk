@@ -13,14 +13,14 @@ pretrain = stage("proactivellm", "pretrain", input={"data": data}, each=STREAM_T
 # tiny matrices: 1-thread jobs side by side beat 2-thread jobs one after the other; each job depends
 # on its own task and arm only, so editing another re-runs nothing here
 train = stage("proactivellm", "train", input={"data": data, "backbone": pretrain}, each=STREAM_RUNS,
-              reads=["tasks", "model", "streaming", "arms", "train"], mem_mb=3000, gpu=True, snapshot=True,
+              reads=["tasks", "model", "streaming", "arms", "train"], mem_mb=3000, gpu=True,
               narrow={"tasks": lambda tasks, wc: tasks[wc.task], "arms": lambda arms, wc: arms[wc.arm]})
 # one evaluation job per (task, seed): its arms' evaluations are short next to a job's imports
 stage("proactivellm", "evaluate",
       input={"data": data, "backbone": pretrain, **{f"train_{arm}": results("proactivellm", "train", "{task}", arm, "seed{seed}")
                               for arm in sorted(PARAMS["proactivellm"][PROFILE]["arms"])}},
       each=product(task=sorted(PARAMS["proactivellm"][PROFILE]["tasks"]), seed=PARAMS["proactivellm"][PROFILE]["seeds"]),
-      reads=["tasks", "streaming", "evaluate"], mem_mb=3000, gpu=True, snapshot=True,
+      reads=["tasks", "streaming", "evaluate"], mem_mb=3000, gpu=True,
       narrow={"tasks": lambda tasks, wc: tasks[wc.task]})
 stage("proactivellm", "analysis", input=outputs("proactivellm", "evaluate"), reads=["analysis"],
-      summary=True, snapshot=True)
+      summary=True)
