@@ -12,7 +12,8 @@ import yaml
 from conftest import run_stage
 
 from repro.core import config as rc
-from repro.data.arithmetic import CharTokenizer, extract_answer, sample_split, solve, step_has_carry, verify
+from repro.data.arithmetic import (CharTokenizer, extract_answer, generate_task, in_kind, sample_split, solve,
+                                   step_has_carry, verify)
 from repro.papers.echorl import effects, method
 from repro.rl.grpo import group_stats
 from repro.report.verdicts import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, evaluate_claims
@@ -45,6 +46,26 @@ def test_generated_splits_are_in_range_and_reproducible():
         assert sum(map(int, xs)) == int(a["answer"][i])
     held = sample_split(20, kinds, seed=4, exclude=set(a["prompt"]))
     assert not set(held["prompt"]) & set(a["prompt"])
+
+
+def test_ood_kinds_are_held_out_of_every_id_split():
+    assert in_kind("47+85+19=", {"operands": [3, 4], "digits": [2, 2]})
+    assert not in_kind("47+8+19=", {"operands": [3, 4], "digits": [2, 2]})
+    assert not in_kind("47+85=", {"operands": [3, 4], "digits": [2, 2]})
+    # mini's split: the OOD kind (every operand two-digit) lies inside the ID ranges
+    src = {"id": {"operands": [3, 4], "digits": [1, 2]}, "ood": [{"operands": [3, 4], "digits": [2, 2]}],
+           "sft_examples": 300, "train_prompts": 200, "test_prompts": 100}
+    task = generate_task(src, seed=0)
+    for split in ("sft", "train", "id_test"):
+        assert not any(in_kind(p, src["ood"][0]) for p in task[split]["prompt"]), split
+        assert all(in_kind(p, src["id"]) for p in task[split]["prompt"])
+    assert all(in_kind(p, src["ood"][0]) for p in task["ood_test"]["prompt"])
+    assert not set(task["ood_test"]["prompt"]) & (set(task["sft"]["prompt"]) | set(task["train"]["prompt"]))
+    # without the held-out kind, about 1 in 4 to 1 in 8 ID problems would have been all two-digit
+    assert sum(in_kind(p, src["ood"][0]) for p in sample_split(300, [src["id"]], seed=1)["prompt"]) > 20
+    # an OOD kind disjoint from ID skips nothing: the ID splits are the draws without it
+    disjoint = generate_task({**src, "ood": [{"operands": [6, 7], "digits": [1, 2]}]}, seed=0)
+    assert disjoint["sft"]["prompt"] == sample_split(300, [src["id"]], seed=1)["prompt"]
 
 
 def test_char_tokenizer_round_trip_and_one_token_delimiter():
@@ -194,7 +215,10 @@ def test_effects_pair_arms_by_seed_and_prompt():
     row = m["echo_vs_base"][1]
     assert row["id"]["seeds"] == [1] and row["id"]["ci"] == [None, None]
     assert row["id"]["value"] == pytest.approx(0.4) and row["id"]["ci_items"][0] > 0
-    tables = effects.report_tables(m, arms)
+    tables = effects.report_tables(m, arms, rc.load_paper("echorl")["mini"])
+    assert tables.startswith("## Design (amended for issue 16)")
+    assert "OOD: 3-4 operands of 2-2 digits, a combination held out" in tables and "SFT init solves 10.0%" in tables
+    assert "0.50 clips per step in the echo arm" in tables and "on the same 10 ID and 10 OOD prompts" in tables
     assert "| echo - grpo, ID (E2) | +10.0 |" in tables and "| 0.83 | 0, 1, 2 |" in tables and "| echo_beta1 | grpo | 1 | 1 | +40.0 |" in tables
     assert "same 10 ID and 10 OOD test prompts" in tables
 
@@ -283,7 +307,8 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
         assert all(h["policy_groups"] == (min(2, round(6 * (1 - h["degenerate_fraction"]))) if "dapo" in arm else 2)
                    for h in history)
         inputs.append((f"rl_{arm}_seed0", r / "rl" / arm / "seed0"))
-    m = run_stage("echorl", analysis, path, r / "analysis", ["arms"], inputs)
+    m = run_stage("echorl", analysis, path, r / "analysis", ["arms", "data", "sft", "rollout", "rl"], inputs)
     assert set(m["arms"]) == {"grpo", "echo", "random_step", "min_entropy", "whole_sft", "dapo", "dapo_echo"}
     assert m["e2"]["id"]["n_items"] == 12 and m["e2"]["id"]["ci"] == [None, None]  # one seed: no interval
-    assert (r / "analysis" / "accuracy.png").stat().st_size > 1000 and (r / "analysis" / "tables.md").exists()
+    assert (r / "analysis" / "accuracy.png").stat().st_size > 1000
+    assert "ID and OOD: the hub splits" in (r / "analysis" / "tables.md").read_text()

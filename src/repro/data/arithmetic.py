@@ -68,15 +68,24 @@ def sample_problem(rng: random.Random, operands: list[int], digits: list[int]) -
     return {"prompt": "+".join(map(str, xs)) + "=", "answer": str(total), "solution": solution}
 
 
-def sample_split(n: int, kinds: list[dict], seed: int, exclude: set[str] = frozenset()) -> dict:
-    """n problems spread evenly over `kinds` (each {operands, digits}); prompts in `exclude` skipped."""
+def in_kind(prompt: str, kind: dict) -> bool:
+    """Whether `kind` ({operands, digits}) could have drawn `prompt`."""
+    xs = prompt.rstrip("=").split("+")
+    lo, hi = kind["digits"]
+    return kind["operands"][0] <= len(xs) <= kind["operands"][1] and all(lo <= len(x) <= hi for x in xs)
+
+
+def sample_split(n: int, kinds: list[dict], seed: int, exclude: set[str] = frozenset(),
+                 held_out: list[dict] = ()) -> dict:
+    """n problems spread evenly over `kinds` (each {operands, digits}); prompts in `exclude` and
+    problems that a `held_out` kind could have drawn are skipped."""
     rng = random.Random(seed)
     rows = {"prompt": [], "answer": [], "solution": []}
     seen = set(exclude)
     for i in range(n):
         while True:
             row = sample_problem(rng, **kinds[i % len(kinds)])
-            if row["prompt"] not in seen:
+            if row["prompt"] not in seen and not any(in_kind(row["prompt"], k) for k in held_out):
                 break
         seen.add(row["prompt"])
         for k, v in row.items():
@@ -86,14 +95,16 @@ def sample_split(n: int, kinds: list[dict], seed: int, exclude: set[str] = froze
 
 def generate_task(source: dict, seed: int):
     """DatasetDict(sft, train, id_test, ood_test): SFT solutions and RL prompts from the ID
-    distribution, test prompts never seen in training."""
+    distribution, test prompts never seen in training. The OOD kinds are held out of every ID split,
+    so an OOD kind may overlap the ID ranges (e.g. every operand two-digit, a combination training
+    never shows); where they do not overlap, nothing is skipped and the splits are the same."""
     import datasets
 
     id_kinds, ood_kinds = [source["id"]], source["ood"]
-    sft = sample_split(source["sft_examples"], id_kinds, seed * 4 + 1)
-    train = sample_split(source["train_prompts"], id_kinds, seed * 4 + 2)
+    sft = sample_split(source["sft_examples"], id_kinds, seed * 4 + 1, held_out=ood_kinds)
+    train = sample_split(source["train_prompts"], id_kinds, seed * 4 + 2, held_out=ood_kinds)
     seen = set(sft["prompt"]) | set(train["prompt"])
-    id_test = sample_split(source["test_prompts"], id_kinds, seed * 4 + 3, exclude=seen)
+    id_test = sample_split(source["test_prompts"], id_kinds, seed * 4 + 3, exclude=seen, held_out=ood_kinds)
     ood_test = sample_split(source["test_prompts"], ood_kinds, seed * 4 + 4, exclude=seen)
     return datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in
                                  {"sft": sft, "train": train, "id_test": id_test, "ood_test": ood_test}.items()})

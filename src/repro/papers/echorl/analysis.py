@@ -78,7 +78,7 @@ def run(ctx: StageContext) -> dict:
     curve_figure(histories, "pg_norm", "policy-gradient norm (PPO-clip term)", ctx.out / "pg_norm.png")
     accuracy_figure(m, runs, ctx.out / "accuracy.png")
     entropy_figure(m["entropy_profile"], ctx.out / "step_entropy.png")
-    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, ctx.params["arms"]))
+    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, ctx.params["arms"], ctx.params))
     return m
 
 
