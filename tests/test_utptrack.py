@@ -215,26 +215,56 @@ def test_warmup_weight_one_means_no_pruning():
     assert out.counts == [(64, 25, 25)] * 4 and torch.equal(out.score, ref)
 
 
+MINI_VIT = {"hidden_size": 64, "intermediate_size": 256, "patch_size": 8, "num_hidden_layers": 8}
+
+
 def test_macs_and_tokens_pruned_of_the_mini_schedule():
     p = rc.load_paper("utptrack")["mini"]
     utp = method.Pruning.from_variant(p["variants"]["utptrack"])
     trace = method.token_trace(utp, 8, 64, 25)
-    assert [b["out"] for b in trace] == [114, 114, 95, 75, 62, 50, 41, 35]
+    # DTE/STE in 3/5/6: block 6 prunes all three groups (32 -> 23, 9 -> 6, 9 -> 6), block 7 prunes nothing
+    assert [b["in"] for b in trace] == [114, 114, 114, 95, 75, 62, 50, 35]
+    assert [b["out"] for b in trace] == [114, 114, 95, 75, 62, 50, 35, 35]
     pruned = method.tokens_pruned(trace)
     assert pruned["final"] == pytest.approx(1 - 35 / 114)
-    assert pruned["block_mean"] == pytest.approx(1 - (114 + 114 + 114 + 95 + 75 + 62 + 50 + 41) / (8 * 114))
+    assert pruned["block_mean"] == pytest.approx(1 - (114 * 3 + 95 + 75 + 62 + 50 + 35) / (8 * 114))
     d, h = 64, 256
     full = method.token_trace(Pruning(), 8, 64, 25)
-    m = method.macs(full, {"hidden_size": d, "intermediate_size": h, "patch_size": 8}, 64, 25, 64)
+    m = method.macs(full, MINI_VIT, 64, 25, 64)
     assert m["blocks"] == 8 * (4 * 114 * d * d + 2 * 114**2 * d + 2 * 114 * d * h)
-    # search-only at an equal budget: at least UTPTrack's tokens per block, 0.01 less would be below
-    keep = method.match_search_keep(utp, (2, 4, 6), 8, 64, 25)
-    budget = lambda r: sum(b["out"] for b in method.token_trace(Pruning({"ce": (2, 4, 6)}, {"ce": r}), 8, 64, 25))  # noqa: E731
-    assert budget(keep) >= sum(b["out"] for b in trace) > budget(round(keep - 0.01, 2))
-    resolved = method.resolve_variant("search_only", p["variants"], 8, 64, 25)
-    assert resolved.keep == {"ce": keep} and set(resolved.blocks) == {"ce"}
+    assert method.backbone_macs(Pruning(), MINI_VIT, 64, 25) == m["blocks"]
+
+
+@pytest.mark.parametrize("arm, modules", [("search_only", ("ce",)), ("template_only", ("dte", "ste"))])
+def test_isolated_arms_match_the_unified_backbone_macs(arm, modules):
+    p = rc.load_paper("utptrack")["mini"]
+    utp = method.Pruning.from_variant(p["variants"]["utptrack"])
+    budget = method.backbone_macs(utp, MINI_VIT, 64, 25)
+    resolved = method.resolve_variant(arm, p["variants"], MINI_VIT, 64, 25)
+    assert set(resolved.blocks) == set(modules) and len(set(resolved.keep.values())) == 1
+    keep = resolved.keep[modules[0]]
+
+    def cost(r):
+        return method.backbone_macs(Pruning(resolved.blocks, {m: r for m in modules}), MINI_VIT, 64, 25)
+
+    # at least the unified arm's MACs, within the tolerance; 0.01 less keep would be below the budget
+    assert budget <= cost(keep) <= budget * (1 + method.BUDGET_TOLERANCE)
+    assert cost(round(keep - 0.01, 2)) < budget
+    assert resolved.token_type == (arm == "template_only")
+
+
+def test_unreachable_budgets_and_last_block_pruning_are_errors():
+    p = rc.load_paper("utptrack")["mini"]
+    variants = copy.deepcopy(p["variants"])
+    # templates alone, in the unified arm's template blocks: even one token per template costs more
+    variants["template_only"]["dte"]["blocks"] = variants["template_only"]["ste"]["blocks"] = [3, 5, 6]
+    with pytest.raises(ValueError, match="cannot come down to the matched budget"):
+        method.resolve_variant("template_only", variants, MINI_VIT, 64, 25)
+    variants["utptrack"]["dte"]["blocks"] = [3, 5, 7]
+    with pytest.raises(ValueError, match="last block"):
+        method.resolve_variant("utptrack", variants, MINI_VIT, 64, 25)
     with pytest.raises(ValueError, match="do not exist"):
-        method.resolve_variant("utptrack", p["variants"], 6, 64, 25)
+        method.resolve_variant("ce_dte_ste", p["variants"], {**MINI_VIT, "num_hidden_layers": 6}, 64, 25)
 
 
 def test_loss_targets_and_decode():
@@ -292,17 +322,21 @@ def test_crop_geometry():
 def test_iou_success_and_precision_on_hand_computed_boxes():
     assert video.box_iou([[0, 0, 10, 10]], [[5, 5, 10, 10]])[0] == pytest.approx(25 / 175)
     assert video.box_iou([[0, 0, 10, 10]], [[20, 0, 5, 5]])[0] == 0.0
-    gt = np.array([[0, 0, 10, 10]] * 3, float)
-    pred = np.array([[50, 50, 1, 1], [0, 0, 10, 10], [0, 0, 10, 5]], float)  # frame 0 is never scored
+    gt = np.array([[0, 0, 10, 10]] * 4, float)
+    # frame 0 is the given box (as the tracker reports it) and counts, as in pytracking / got10k
+    pred = np.array([[0, 0, 10, 10], [50, 50, 1, 1], [0, 0, 10, 10], [0, 0, 10, 5]], float)
     s = video.sequence_scores(pred, gt, precision_px=2.0)
-    # IoU 1 exceeds 20 of 21 thresholds (not 1.0), IoU 0.5 exceeds 10 (0 .. 0.45)
-    assert s["auc"] == pytest.approx((20 + 10) / 42)
-    # centre errors 0 and 2.5 px; normalised 0 and 0.25
-    assert s["precision"] == 0.5 and video.sequence_scores(pred, gt, 20.0)["precision"] == 1.0
-    assert s["norm_precision"] == pytest.approx((51 + 26) / 102)
+    # IoU 1 exceeds 20 of 21 thresholds (not 1.0), IoU 0.5 exceeds 10 (0 .. 0.45), IoU 0 none
+    assert s["auc"] == pytest.approx((20 + 0 + 20 + 10) / 84)
+    # centre errors 0, 49 (normalised 4.9), 0 and 2.5 px (normalised 0.25: above 0.2)
+    assert s["precision"] == 0.5 and video.sequence_scores(pred, gt, 2.5)["precision"] == 0.75
+    assert s["norm_precision"] == 0.5
+    near = pred.copy()
+    near[3] = [0, 0, 10, 6]  # centre error 2 px = 0.2 of the height: counts (<= 0.2)
+    assert video.sequence_scores(near, gt, 2.0)["norm_precision"] == 0.75
     both = video.dataset_scores([pred, gt], [gt, gt], 2.0)
-    assert both["auc"] == pytest.approx(((20 + 10) / 42 + 20 / 21) / 2)
-    assert both["per_sequence_auc"] == pytest.approx([(20 + 10) / 42, 20 / 21])
+    assert both["auc"] == pytest.approx((50 / 84 + 20 / 21) / 2)
+    assert both["per_sequence_auc"] == pytest.approx([50 / 84, 20 / 21])
 
 
 def test_training_sample_boxes_match_crops(tmp_path):
@@ -349,7 +383,9 @@ def test_hf_vit_maps_to_the_same_function(tmp_path):
 
 
 SEQS, SEEDS = 24, (0, 1, 2)
-ROLES = {"baseline": "baseline", "unified": "utptrack", "unaware": "ce_dte_ste", "search_only": "search_only"}
+ROLES = {"baseline": "baseline", "unified": "utptrack", "unaware": "ce_dte_ste", "search_only": "search_only",
+         "template_only": "template_only"}
+ARMS = {"baseline": 0, "utptrack": 0, "ce_dte_ste": 0, "search_only": 0, "template_only": 0}
 
 
 def run_metrics(per_seq: np.ndarray, block_in: list[float], free: np.ndarray | None = None) -> dict:
@@ -358,7 +394,8 @@ def run_metrics(per_seq: np.ndarray, block_in: list[float], free: np.ndarray | N
         trace = [{"in": n, "out": n} for n in block_in]
         return {"auc": float(aucs.mean()), "per_sequence_auc": aucs.tolist(), "precision": 0.5,
                 "norm_precision": 0.4, "template_updates": 3, "success": [0.5] * 21, "token_trace": trace,
-                "tokens_pruned": method.tokens_pruned(trace), "macs": {"total": 1e6 * sum(block_in)}}
+                "tokens_pruned": method.tokens_pruned(trace),
+                "macs": {"blocks": 1e6 * sum(block_in), "total": 1e6 * (sum(block_in) + 1)}}
     out = {"finetuned": mode(per_seq), "keep": {}}
     if free is not None:
         out["training_free"] = mode(free)
@@ -397,7 +434,7 @@ NULL_IN = [114.0, 114.0, 114.0, 95.0, 75.0, 62.0, 50.0, 41.0]  # the mini schedu
 
 
 def test_u1_clear_effect_is_reproduced():
-    v, m = verdicts_for(arms({"baseline": 0, "utptrack": 0.0, "ce_dte_ste": 0, "search_only": 0}, noise=0.005),
+    v, m = verdicts_for(arms(ARMS, noise=0.005),
                         CLEAR_IN)
     tokens = m["u1"]["tokens_pruned_block_mean"]
     assert tokens["unit"] == "by design" and tokens["value"] == pytest.approx(0.65)
@@ -407,11 +444,11 @@ def test_u1_clear_effect_is_reproduced():
 
 def test_u1_null_effects_are_not_reproduced():
     # accuracy kept, but the block-mean pruning of the mini schedule stays below 60%
-    v, m = verdicts_for(arms({"baseline": 0, "utptrack": 0, "ce_dte_ste": 0, "search_only": 0}, noise=0.005), NULL_IN)
+    v, m = verdicts_for(arms(ARMS, noise=0.005), NULL_IN)
     assert m["u1"]["tokens_pruned_block_mean"]["value"] == pytest.approx(1 - 665 / 912)
     assert v["U1"]["checks"][0]["verdict"] == "not reproduced" and v["U1"]["verdict"] == "not reproduced"
     # enough tokens pruned, but AUC at 97% of the baseline's, give or take noise: undecided or not reproduced
-    aucs = arms({"baseline": 0, "utptrack": 0, "ce_dte_ste": 0, "search_only": 0}, noise=0.01)
+    aucs = arms(ARMS, noise=0.01)
     rng = np.random.default_rng(5)
     aucs["utptrack"] = [0.97 * b + rng.normal(0, 0.03, SEQS) for b in aucs["baseline"]]
     v, m = verdicts_for(aucs, CLEAR_IN)
@@ -431,21 +468,28 @@ def test_ratio_is_the_ratio_of_means_with_a_paired_interval():
 
 
 @pytest.mark.parametrize("claim, arm, metric", [("U2", "search_only", "unified_minus_search_only"),
+                                                ("U2", "template_only", "unified_minus_template_only"),
                                                 ("U3", "ce_dte_ste", "aware_minus_unaware")])
 def test_u2_u3_null_and_clear(claim, arm, metric):
-    base = {"baseline": 0, "utptrack": 0, "ce_dte_ste": 0, "search_only": 0}
+    def verdict(v):  # this check's verdict (U2 has one check per isolated arm)
+        return next(c["verdict"] for c in v[claim]["checks"] if c["metric"] == f"{claim.lower()}.{metric}")
+
     # null: the two arms differ by noise alone (seed-level noise too: independent per seed)
-    v, m = verdicts_for(arms(base, noise=0.05, seed=1), CLEAR_IN)
+    v, m = verdicts_for(arms(ARMS, noise=0.05, seed=1), CLEAR_IN)
+    assert verdict(v) in ("inconclusive", "not reproduced")
     assert v[claim]["verdict"] in ("inconclusive", "not reproduced")
     e = m[claim.lower()][metric]
     assert e["unit"] == "seeds x items" and e["n"] == 3 and e["n_items"] == 3 * SEQS
     assert e["ci_items"][0] <= e["value"] <= e["ci_items"][1]
     # the unified/aware arm below the other: not reproduced
-    v, _ = verdicts_for(arms({**base, arm: 0.1}, noise=0.02, seed=1), CLEAR_IN)
-    assert v[claim]["verdict"] == "not reproduced"
+    v, _ = verdicts_for(arms({**ARMS, arm: 0.1}, noise=0.02, seed=1), CLEAR_IN)
+    assert verdict(v) == "not reproduced" and v[claim]["verdict"] == "not reproduced"
     # clear: the unified/aware arm 0.05 above on every seed
-    v, m = verdicts_for(arms({**base, arm: -0.05}, noise=0.02, seed=1), CLEAR_IN)
-    assert v[claim]["verdict"] == "reproduced" and m[claim.lower()][metric]["value"] == pytest.approx(0.05, abs=0.01)
+    v, m = verdicts_for(arms({**ARMS, arm: -0.05}, noise=0.02, seed=1), CLEAR_IN)
+    assert verdict(v) == "reproduced" and m[claim.lower()][metric]["value"] == pytest.approx(0.05, abs=0.01)
+    # U2 as a whole holds only when the unified arm beats both isolated arms
+    v, _ = verdicts_for(arms({**ARMS, "search_only": -0.05, "template_only": -0.05}, noise=0.02, seed=1), CLEAR_IN)
+    assert v["U2"]["verdict"] == "reproduced"
 
 
 def test_latency_effects_carry_the_aa_control():
@@ -459,7 +503,7 @@ def test_latency_effects_carry_the_aa_control():
 
 
 def test_tables_show_seeds_intervals_and_latency():
-    evals = constructed_evals(arms({"baseline": 0, "utptrack": 0, "ce_dte_ste": 0, "search_only": 0}, 0.02),
+    evals = constructed_evals(arms(ARMS, 0.02),
                               NULL_IN)
     m = effects.decide(evals, stable_latency(), ROLES)
     tables = effects.report_tables(m, evals, {"utptrack": {"ce": 0.7, "dte": 0.6, "ste": 0.6}})
@@ -495,6 +539,54 @@ def test_smoke_training_is_deterministic(tmp_path):
     assert a == b and np.isfinite(a["train_loss_last"])
 
 
+def test_finetuning_applies_the_keep_rate_warmup_and_the_step_drop(tmp_path, monkeypatch):
+    """Each training forward prunes at the warm-up's keep ratios of its step (1.0 first, the target
+    from a third of the steps on); validation forwards always run at the target; the learning rate
+    is constant, then 0.1x from 80% of the steps."""
+    from repro.papers.utptrack import _fit, data, finetune, train
+
+    params = copy.deepcopy(rc.load_paper("utptrack"))
+    params["smoke"]["finetune"].update(steps=9, batch_size=2, validation={"batches": 1, "every": 4})
+    path = tmp_path / "utptrack.yaml"
+    path.write_text(yaml.safe_dump(params))
+    run_stage("utptrack", data, path, tmp_path / "data", ["data"], profile="smoke")
+    run_stage("utptrack", train, path, tmp_path / "train", ["model", "crops", "loss", "train"],
+              [("data", tmp_path / "data")], profile="smoke")
+    seen, lrs = [], []
+    encode = method.OneStreamTracker.encode
+
+    def spy(self, *args):
+        fmap, counts, processed = encode(self, *args)
+        seen.append((self.training, self.warm, counts[-1]))
+        return fmap, counts, processed
+
+    monkeypatch.setattr(method.OneStreamTracker, "encode", spy)
+    step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda opt, *a, **k: (lrs.append(opt.param_groups[0]["lr"]),
+                                                                          step(opt, *a, **k))[1])
+    run_stage("utptrack", finetune, path, tmp_path / "ft", ["crops", "variants", "finetune"],
+              [("data", tmp_path / "data"), ("model", tmp_path / "train")], [("variant", "utptrack"), ("seed", 0)],
+              profile="smoke")
+    ft = params["smoke"]["finetune"]
+    warm = [method.warmup_weight(s, 9, ft["keep_warmup"]["start"], ft["keep_warmup"]["end"]) for s in range(9)]
+    assert warm[0] == 1.0 and 0 < warm[1] < 1 and warm[3:] == [0.0] * 6  # target from step 3 (a third) on
+    utp = method.Pruning.from_variant(params["smoke"]["variants"]["utptrack"])
+    trains = [(w, c) for training, w, c in seen if training]
+    assert [w for w, _ in trains] == warm
+    for w, counts in trains:  # the counts after the last block follow the warm-up weight of the step
+        expected = (64, 25, 25)
+        for block in range(8):
+            expected = method.block_counts(utp, block, expected, w)
+        assert counts == expected
+    assert trains[0][1] == (64, 25, 25) and trains[-1][1] == (23, 6, 6)
+    vals = [(w, c) for training, w, c in seen if not training]
+    assert len(vals) == 4 and all(w == 0.0 and c == (23, 6, 6) for w, c in vals)  # steps 0, 4, 8, 9
+    history = json.loads((tmp_path / "ft" / "history.json").read_text())
+    assert history["warm"] == warm and [s for s, _ in history["val"]] == [0, 4, 8, 9]
+    assert lrs == pytest.approx([ft["lr"]] * 8 + [ft["lr"] * ft["lr_drop"]["factor"]])  # 0.8 x 9 = 7.2: step 8
+    assert _fit.lr_factor(7, ft | {"steps": 9}) == 1.0 and _fit.lr_factor(8, ft | {"steps": 9}) == 0.1
+
+
 def test_paper_profile_chain_on_local_files(tmp_path):
     """Hub names swapped for a tiny local ViT checkpoint (save_pretrained, 24 blocks as the paper's
     schedule needs) and a local parquet file of frames + boxes (images as PNG, like hub sets) read
@@ -512,7 +604,7 @@ def test_paper_profile_chain_on_local_files(tmp_path):
     feats = datasets.Features({"video": datasets.Value("int32"), "frame": datasets.Value("int32"),
                                "image": datasets.Image(), "box": datasets.Sequence(datasets.Value("float32"))})
     files = {}
-    for i, name in enumerate(("train", "test")):
+    for i, name in enumerate(("train", "test", "val")):
         rows = video.render_split((7, i), 2, spec).with_format("numpy")[:]
         table = {"video": rows["video"], "frame": rows["frame"],
                  "image": [Image.fromarray(im.astype(np.uint8)) for im in rows["image"]], "box": rows["box"].tolist()}
@@ -521,10 +613,10 @@ def test_paper_profile_chain_on_local_files(tmp_path):
 
     params = copy.deepcopy(rc.load_paper("utptrack"))
     sec = params["paper"]
-    sec["data"]["source"]["load"] = {"path": "parquet", "data_files": files}
+    sec["data"]["source"].update(load={"path": "parquet", "data_files": files}, val_split="val")
     sec["model"] = {"pretrained": str(tmp_path / "vit"), "head_channels": 8}
     sec["train"].update(steps=1, batch_size=2, warmup=0)
-    sec["finetune"].update(steps=2, batch_size=2, warmup=0)
+    sec["finetune"].update(steps=2, batch_size=2, validation={"batches": 1, "every": 1})
     sec["crops"]["max_gap"] = 3
     sec["evaluate"]["update_interval"] = 2
     sec["latency"].update(batch_sizes=[1, 2], warmup=0, pairs=2, flush_mb=1)
@@ -561,5 +653,7 @@ def test_paper_profile_chain_on_local_files(tmp_path):
     m = run_stage("utptrack", analysis, path, r / "analysis", ["seeds", "variants", "analysis"], inputs)
     assert m["u1"]["relative_auc"]["n"] == 2 and m["u1"]["tokens_pruned_block_mean"]["unit"] == "by design"
     assert m["u2"]["unified_minus_search_only"]["n_items"] == 4
+    assert m["u2"]["unified_minus_template_only"]["n_items"] == 4
+    assert m["validation"]["utptrack"]["steps"] == [0, 1, 2]
     assert (r / "analysis" / "tradeoff.png").stat().st_size > 1000
     assert "A/A control" in (r / "analysis" / "tables.md").read_text()

@@ -8,16 +8,16 @@ OWN_VARIANT = {"variants": lambda variants, wc: {v: variants[v] for v in (wc.var
 
 data = stage("utptrack", "data", reads=["data"], mem_mb=3000)
 train = stage("utptrack", "train", input={"data": data}, reads=["model", "crops", "loss", "train"],
-              mem_mb=3000, gpu=True, snapshot=True)  # small matrices: one thread each lets two jobs share the cores
+              mem_mb=3000, gpu=True)  # small matrices: one thread each lets two jobs share the cores
 finetune = stage("utptrack", "finetune", input={"data": data, "model": train}, each=TRACKER_RUNS,
                  reads=["crops", "variants", "finetune"], narrow=OWN_VARIANT, mem_mb=3000,
-                 gpu=True, snapshot=True)
+                 gpu=True)
 stage("utptrack", "evaluate",
       input={"data": data, "model": finetune, "baseline": results("utptrack", "finetune", "baseline", "seed{seed}")},
       each=TRACKER_RUNS, reads=["crops", "variants", "evaluate"], narrow=OWN_VARIANT,
-      gpu=True, snapshot=True)
+      gpu=True)
 stage("utptrack", "latency", reads=["model", "crops", "variants", "latency"], timing=True, gpu=True)
 stage("utptrack", "analysis",
       input={**outputs("utptrack", "evaluate"), **outputs("utptrack", "finetune"),
              **outputs("utptrack", "latency")},
-      reads=["seeds", "variants", "analysis"], summary=True, snapshot=True)
+      reads=["seeds", "variants", "analysis"], summary=True)

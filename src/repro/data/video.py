@@ -7,11 +7,16 @@ pixels of the target's full extent (occluded or not) and always lie inside the f
 gives the same video, so splits are reproducible without storing the generator's state.
 
 Stored like a hub tracking set: one row per frame (`video`, `frame`, `image` uint8 HxWx3, `box`), a
-`datasets.DatasetDict` of `train` / `test`, so the `paper` profile swaps in `load_dataset(...)`.
+`datasets.DatasetDict` of `train` / `test` (and `val` when the source asks for one), so the `paper`
+profile swaps in `load_dataset(...)`.
 Crops follow the usual convention: a square of side `factor * sqrt(w * h)` around the box centre,
 resized bilinearly to `out` pixels and padded with the frame's mean colour outside the frame.
-One-pass evaluation scores (success AUC over IoU thresholds, precision at N pixels, normalised
-precision) close the module, so every video paper scores tracks the same way.
+One-pass evaluation scores close the module, so every video paper scores tracks the same way, as
+the pytracking / got10k (OTB, LaSOT) toolkits define them: every frame counts, frame 0 too (the
+tracker reports the given box there), success AUC is the mean over IoU thresholds 0, 0.05, .., 1 of
+the fraction of frames with IoU above the threshold, precision is the fraction of frames whose
+centre error is at most N pixels, normalised precision the fraction whose centre error in units of
+the ground truth's width and height is at most 0.2; per-sequence scores are averaged over sequences.
 """
 from __future__ import annotations
 
@@ -194,8 +199,9 @@ def render_split(key: tuple[int, ...], videos: int, spec: VideoSpec):
 
 
 def load_video_set(source: dict, seed: int):
-    """DatasetDict(train, test). `source.kind`: `synthetic` (rendered here, the two splits from
-    disjoint seeds) or `hub` (`datasets.load_dataset(**source.load)`, splits named in the params)."""
+    """DatasetDict(train, test[, val]). `source.kind`: `synthetic` (rendered here, each split from
+    disjoint seeds) or `hub` (`datasets.load_dataset(**source.load)`, splits named in the params).
+    A `val` split exists only when the source names one (synthetic: `val`; hub: `val_split`)."""
     import datasets
 
     if source["kind"] == "synthetic":
@@ -203,14 +209,18 @@ def load_video_set(source: dict, seed: int):
                          distractors=tuple(source["distractors"]), occlusion=source["occlusion"],
                          max_speed=source["max_speed"])
         splits = {}
-        for code, name in enumerate(("train", "test")):
+        for code, name in enumerate(("train", "test", "val")):
+            if name not in source:
+                continue
             split = source[name]
             splits[name] = render_split((seed, code), split["videos"],
                                         VideoSpec(**{**spec.__dict__, "frames": split["frames"]}))
         return datasets.DatasetDict(splits)
     loaded = datasets.load_dataset(**source["load"])
-    return datasets.DatasetDict({"train": loaded[source.get("train_split", "train")],
-                                 "test": loaded[source.get("test_split", "test")]})
+    names = {"train": source.get("train_split", "train"), "test": source.get("test_split", "test")}
+    if "val_split" in source:
+        names["val"] = source["val_split"]
+    return datasets.DatasetDict({split: loaded[name] for split, name in names.items()})
 
 
 # ---------------------------------------------------------------- crops
@@ -352,19 +362,18 @@ def centre_error(pred: np.ndarray, gt: np.ndarray, normalised: bool = False) -> 
 
 
 IOU_THRESHOLDS = np.linspace(0, 1, 21)  # success plot: fraction of frames with IoU > threshold
-NORM_THRESHOLDS = np.linspace(0, 0.5, 51)  # normalised precision plot (LaSOT)
+NORM_PRECISION_AT = 0.2  # normalised precision: centre error <= 0.2 of the ground truth's size
 
 
 def sequence_scores(pred: np.ndarray, gt: np.ndarray, precision_px: float) -> dict:
-    """One sequence's success curve and AUC, precision at `precision_px` and normalised precision
-    (area under the curve over normalised thresholds 0..0.5); frame 0 (the given box) excluded."""
-    pred, gt = pred[1:], gt[1:]
+    """One sequence's success curve and AUC, precision at `precision_px` and normalised precision at
+    0.2, over every frame (frame 0 included, as the toolkits count it: the tracker reports the given
+    box there)."""
     iou = box_iou(pred, gt)
     success = np.array([(iou > t).mean() for t in IOU_THRESHOLDS])
-    norm = centre_error(pred, gt, normalised=True)
     return {"success": success, "auc": float(success.mean()),
             "precision": float((centre_error(pred, gt) <= precision_px).mean()),
-            "norm_precision": float(np.mean([(norm <= t).mean() for t in NORM_THRESHOLDS])),
+            "norm_precision": float((centre_error(pred, gt, normalised=True) <= NORM_PRECISION_AT).mean()),
             "iou_mean": float(iou.mean())}
 
 

@@ -7,5 +7,6 @@ ANALYSIS_METRICS = {
     "u1.tokens_pruned_block_mean": "effect",
     "u1.relative_auc": "effect",
     "u2.unified_minus_search_only": "effect",
+    "u2.unified_minus_template_only": "effect",
     "u3.aware_minus_unaware": "effect",
 }

@@ -1,15 +1,19 @@
 """Batches of (template, dynamic template, search) crops and the training loop that train and
-finetune share: the repo's accelerate loop, fed tracker inputs instead of token ids."""
+finetune share, with the two learning-rate schedules: pre-training warms up and decays on a cosine
+(repro.models.training.cosine_lr); fine-tuning follows the public code (SUTrack's step scheduler): a
+constant rate, multiplied by `lr_drop.factor` from `lr_drop.at` x steps on. The repo's
+train_causal_lm fixes the cosine schedule, hence this loop."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from repro.data.video import Videos, training_sample
-from repro.models.training import train_causal_lm
 from repro.models.centre_head import xywh_to_cxcywh
+from repro.models.training import cosine_lr
 from repro.papers.utptrack.method import OneStreamTracker, foreground_fraction
 
 
@@ -46,18 +50,51 @@ def batch_maker(model: OneStreamTracker, videos: Videos, crops: dict, batch_size
     return next_batch
 
 
+def lr_factor(step: int, t: dict) -> float:
+    """Learning-rate multiplier at `step`: the step drop when `t` has `lr_drop`, else warm-up + cosine."""
+    if "lr_drop" in t:
+        return t["lr_drop"]["factor"] if step >= t["lr_drop"]["at"] * t["steps"] else 1.0
+    return cosine_lr(step, t["steps"], t["warmup"])
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def fit(model: OneStreamTracker, videos: Videos, crops: dict, t: dict, stream: Sequence[int], desc: str,
-        before_step: Callable[[int], None] | None = None) -> list[float]:
-    """Train for t.steps batches drawn from the random `stream` (seed entropy); `before_step(step)`
-    sets per-step state (the keep-rate warm-up)."""
+        before_step: Callable[[int], None] | None = None,
+        after_step: Callable[[int], None] | None = None) -> list[float]:
+    """Train for t.steps batches drawn from the random `stream` (seed entropy) with AdamW; returns the
+    loss per step. `before_step(step)` sets per-step state (the keep-rate warm-up), `after_step(step)`
+    runs after each update (validation)."""
     next_batch = batch_maker(model, videos, crops, t["batch_size"], stream)
-    if before_step:
-        before_step(0)
-
-    def after_step(step: int) -> None:
+    model.to(device()).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
+    losses = []
+    for step in tqdm(range(t["steps"]), desc=desc, mininterval=5):
         if before_step:
-            before_step(step + 1)
+            before_step(step)
+        loss = model(**{k: v.to(device()) for k, v in next_batch(step).items()}).loss
+        loss.backward()
+        if t["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
+        opt.step()
+        schedule.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if after_step:
+            after_step(step)
+    model.eval()
+    return losses
 
-    return train_causal_lm(model, next_batch, steps=t["steps"], lr=t["lr"], warmup=t["warmup"],
-                           weight_decay=t["weight_decay"], grad_clip=t["grad_clip"], desc=desc,
-                           after_step=after_step)
+
+@torch.no_grad()
+def mean_loss(model: OneStreamTracker, batches: list[dict]) -> float:
+    """Mean loss over fixed batches in eval mode at the model's current pruning and warm-up; the
+    training mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    loss = float(np.mean([model(**{k: v.to(device()) for k, v in b.items()}).loss.item() for b in batches]))
+    model.train(was_training)
+    return loss

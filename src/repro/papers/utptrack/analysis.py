@@ -42,18 +42,24 @@ def tradeoff_figure(rows: dict, path) -> None:
 
 
 def finetune_figure(histories: dict, path) -> None:
-    """Training loss per variant (mean over seeds) and the keep-rate warm-up weight."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    """Training loss, validation loss at the target keep ratios (means over seeds) and the keep-rate
+    warm-up weight per variant."""
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4))
     for name, by_seed in histories.items():
         loss = np.mean([h["train_loss"] for h in by_seed.values()], axis=0)
         width = max(1, min(10, len(loss)))
         a1.plot(np.convolve(loss, np.ones(width) / width, mode="valid"), lw=1, label=name)
-        a2.plot(next(iter(by_seed.values()))["warm"], lw=1, label=name)
+        val = np.mean([np.asarray(h["val"], float) for h in by_seed.values()], axis=0)
+        a2.plot(val[:, 0], val[:, 1], marker="o", ms=3, lw=1, label=name)
+        a3.plot(next(iter(by_seed.values()))["warm"], lw=1, label=name)
     a1.set_xlabel("fine-tuning step")
     a1.set_ylabel("training loss (10-step mean, mean over seeds)")
     a1.legend(fontsize=7)
     a2.set_xlabel("fine-tuning step")
-    a2.set_ylabel("warm-up weight w (keep = target + (1 - target) w)")
+    a2.set_ylabel("validation loss at the target keep ratios")
+    a2.set_yscale("log")
+    a3.set_xlabel("fine-tuning step")
+    a3.set_ylabel("warm-up weight w (keep = target + (1 - target) w)")
     save(fig, path)
 
 
@@ -62,7 +68,7 @@ def run(ctx: StageContext) -> dict:
     evals = {n: {s: read_metrics(ctx.inputs[f"evaluate_{n}_seed{s}"]) for s in seeds} for n in names}
     histories = {n: {s: read_json(ctx.inputs[f"finetune_{n}_seed{s}"] / "history.json") for s in seeds}
                  for n in names}
-    m = effects.decide(evals, read_metrics(ctx.inputs["latency"]), ctx.params["analysis"]["roles"])
+    m = effects.decide(evals, read_metrics(ctx.inputs["latency"]), ctx.params["analysis"]["roles"], histories)
     success_figure(evals, ctx.out / "success.png")
     tradeoff_figure(m["variants"], ctx.out / "tradeoff.png")
     finetune_figure(histories, ctx.out / "finetune.png")

@@ -335,30 +335,50 @@ def tokens_pruned(trace: list[dict]) -> dict:
             "mlp_block_mean": 1 - sum(b["out"] for b in trace) / (blocks * total)}
 
 
-def match_search_keep(target: Pruning, blocks: tuple[int, ...], layers: int, nx: int, nz: int) -> float:
-    """Smallest search-only (CE) keep ratio, on a 0.01 grid, whose mean tokens per block is at least
-    that of `target`: the search-only arm gets no less token budget than the unified one."""
-    budget = sum(b["out"] for b in token_trace(target, layers, nx, nz))
+BUDGET_TOLERANCE = 0.02  # an isolated arm may exceed the matched backbone MACs by this fraction, no more
+
+
+def backbone_macs(pruning: Pruning, vit_cfg: dict, nx: int, nz: int) -> int:
+    """Backbone multiply-accumulates of one forward at the target keep ratios."""
+    trace = token_trace(pruning, vit_cfg["num_hidden_layers"], nx, nz)
+    return macs(trace, vit_cfg, nx, nz, 0)["blocks"]
+
+
+def match_budget(target: Pruning, blocks: dict[str, tuple[int, ...]], token_type: bool, vit_cfg: dict, nx: int,
+                 nz: int) -> Pruning:
+    """An isolated arm (its modules pruning in their blocks at one shared keep ratio) at the budget
+    of `target`: the smallest keep ratio, on a 0.01 grid, whose backbone MACs are at least the
+    target's, so the arm never gets less compute than the unified one. An arm whose floor (one
+    token kept per module) still exceeds the target by more than BUDGET_TOLERANCE cannot be matched
+    in those blocks: an error names it."""
+    budget = backbone_macs(target, vit_cfg, nx, nz)
     for r in range(1, 101):
-        cand = Pruning({"ce": tuple(blocks)}, {"ce": r / 100})
-        if sum(b["out"] for b in token_trace(cand, layers, nx, nz)) >= budget:
-            return r / 100
-    return 1.0
+        cand = Pruning(dict(blocks), {m: r / 100 for m in blocks}, token_type)
+        cost = backbone_macs(cand, vit_cfg, nx, nz)
+        if cost >= budget:
+            if cost > budget * (1 + BUDGET_TOLERANCE):
+                raise ValueError(f"pruning {sorted(blocks)} in blocks {blocks} cannot come down to the matched budget "
+                                 f"({cost / budget:.3f} of its backbone MACs at keep {r / 100}): prune earlier")
+            return cand
+    return Pruning(dict(blocks), {m: 1.0 for m in blocks}, token_type)
 
 
-def resolve_variant(name: str, variants: dict, layers: int, nx: int, nz: int) -> Pruning:
-    """A variant's Pruning; a search-only variant with `match_budget` gets its keep ratio solved."""
-    v = variants[name]
+def resolve_variant(name: str, variants: dict, vit_cfg: dict, nx: int, nz: int) -> Pruning:
+    """A variant's Pruning; an isolated arm with `match_budget` gets its keep ratio solved."""
+    v, layers = variants[name], vit_cfg["num_hidden_layers"]
     for module in MODULES:
         bad = [b for b in v.get(module, {}).get("blocks", ()) if b >= layers]
         if bad:
             raise ValueError(f"variant {name!r}: {module} blocks {bad} do not exist in a {layers}-block backbone")
+        if layers - 1 in v.get(module, {}).get("blocks", ()):
+            raise ValueError(f"variant {name!r}: {module} prunes in the last block ({layers - 1}), where no later "
+                             "block reads the smaller sequence")
     if "match_budget" in v:
         target = Pruning.from_variant(variants[v["match_budget"]])
-        keep = match_search_keep(target, tuple(v["ce"]["blocks"]), layers, nx, nz)
-        return Pruning({"ce": tuple(v["ce"]["blocks"])}, {"ce": keep})
+        blocks = {m: tuple(v[m]["blocks"]) for m in MODULES if m in v}
+        return match_budget(target, blocks, bool(v.get("token_type", False)), vit_cfg, nx, nz)
     return Pruning.from_variant(v)
 
 
 def variant_pruning(model: OneStreamTracker, variants: dict, name: str) -> Pruning:
-    return resolve_variant(name, variants, len(model.vit.blocks), model.gx**2, model.gz**2)
+    return resolve_variant(name, variants, model.vit.config, model.gx**2, model.gz**2)
