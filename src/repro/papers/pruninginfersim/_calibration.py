@@ -82,12 +82,14 @@ def train_routers(model, next_batch, *, s: float, steps: int, lr: float, penalty
 
 
 @torch.no_grad()
-def calibrate_router_thresholds(model, batches, s: float) -> None:
-    """Latency runs: untrained routers, so set each layer's threshold to execute a (1 - s) share."""
+def calibrate_router_thresholds(model, batches, rates: list[float]) -> None:
+    """Latency runs: untrained routers, so set layer i's threshold to execute a rates[i] share."""
+    if len(rates) != len(model.blocks):
+        raise ValueError(f"{len(rates)} execution rates for {len(model.blocks)} layers")
     hidden = [model.embed(batch) for batch in batches]
     ropes = [model.rotary(torch.arange(b.shape[1], device=b.device).expand(b.shape), h.dtype)
              for b, h in zip(batches, hidden)]
-    for block in model.blocks:  # layer by layer: a layer's input depends on the thresholds before it
+    for block, rate in zip(model.blocks, rates):  # layer by layer: a layer's input depends on the thresholds before it
         probs = torch.cat([block.router.prob(h).flatten() for h in hidden]).float()
-        block.router.threshold.fill_(float(torch.quantile(probs, s)))
+        block.router.threshold.fill_(float(torch.quantile(probs, 1 - rate)))
         hidden = [block(h, rope)[0] for h, rope in zip(hidden, ropes)]

@@ -54,7 +54,8 @@ def run(ctx: StageContext) -> dict:
     m = effects.decide(evals, latency, pairs, a, ctx.seed)
     frontier_figure(m["p2"], a["loss_bands"], ctx.out / "frontier.png")
     efficiency_figure(m["p1"], ctx.out / "bound_efficiency.png")
-    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, latency, evals))
+    atomic_write_text(ctx.out / "tables.md", effects.report_tables(
+        m, latency, evals, read_metrics(ctx.inputs["train"]), read_metrics(ctx.inputs["data"])))
     return m
 
 

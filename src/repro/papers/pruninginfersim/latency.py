@@ -9,6 +9,10 @@ interleaved pairs with a cache-flushing buffer between calls (repro.core.timing)
 identical copy of itself (the A/A control). Each variant's call also runs once under the GEMM recorder: the removed
 fraction f (FLOPs at prefill, bytes read at decode) and the bound 1 / (1 - f) come from what ran.
 The per-pair ratios go to pairs.json for the analysis' intervals.
+
+Dynamic depth's routers are timed at the execution rates its trained routers measured on held-out
+text (the evaluate jobs' per-layer rates, averaged over router seeds), so its quality and its speed
+describe the same routers; the rate each timed call actually executed is recorded beside it.
 """
 import copy
 import re
@@ -18,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from repro.core import flops
-from repro.core.io import atomic_write_json
+from repro.core.io import atomic_write_json, read_metrics
 from repro.core.stage import StageContext, main
 from repro.core.timing import AA, control, interleaved
 from repro.models.causal_lm import build_causal_lm, device
@@ -49,16 +53,34 @@ def call_of(model, phase: str, ids: torch.Tensor, nxt: torch.Tensor):
     return (lambda: model(nxt, cache)), flops.gemms_of(model, nxt, cache)
 
 
+def measured_exec_rates(inputs: dict) -> dict[str, list[float]]:
+    """Sparsity -> per-layer executed share of the trained routers on held-out text, mean over the
+    router seeds (the evaluate/dynamic_depth jobs)."""
+    runs = [read_metrics(path)["sparsities"] for name, path in inputs.items()
+            if name.startswith("evaluate_dynamic_depth")]
+    return {s: [sum(layer) / len(runs) for layer in zip(*(r[s]["exec_rate_per_layer"] for r in runs))]
+            for s in (runs[0] if runs else {})}
+
+
 def build_variants(base, ctx, calib) -> dict[str, tuple[str, float, int, object]]:
     """Every (family, sparsity, selection seed) of the sweep, pruned from the same dense model."""
     lat, p = ctx.params["latency"], ctx.params["prune"]
+    rates = measured_exec_rates(ctx.inputs)
     out = {}
     for fam in ctx.params["families"]:
         for s in method.sparsities_for(fam, p["sparsities"]):
             for seed in lat["seeds"] if fam in method.RANDOM_SELECTION else lat["seeds"][:1]:
-                pruned, _ = method.apply_family(base, fam, s, calib=calib, p=p, gen=torch.Generator().manual_seed(seed))
+                pruned, _ = method.apply_family(base, fam, s, calib=calib, p=p, gen=torch.Generator().manual_seed(seed),
+                                                exec_rates=rates[str(s)] if fam == "dynamic_depth" else None)
                 out[variant_name(fam, s, seed)] = (fam, s, seed, pruned)
     return out
+
+
+def executed_rate(model) -> float | None:
+    """The share of tokens the routers executed in the model's last call (None without routers)."""
+    if model.blocks[0].router is None:
+        return None
+    return float(torch.stack([b.last_exec.float().mean() for b in model.blocks]).mean())
 
 
 def run(ctx: StageContext) -> dict:
@@ -74,7 +96,7 @@ def run(ctx: StageContext) -> dict:
     variants = build_variants(base, ctx, calib)
     sweep = ctx.params["prune"]["sparsities"]
     largest = {fam: max(method.sparsities_for(fam, sweep)) for fam in ctx.params["families"]}
-    families, controls, dense, pairs = {}, {}, {}, {}
+    families, controls, dense, pairs, executed = {}, {}, {}, {}, {}
     for k, phase, b, L in tqdm(cells(lat), desc="latency cells"):
         ids = torch.randint(0, vocab, (b, L), generator=gen).to(device())
         nxt = torch.randint(0, vocab, (b, 1), generator=gen).to(device())
@@ -84,6 +106,7 @@ def run(ctx: StageContext) -> dict:
             if ((k in lat["all_seeds_in"] or seed == lat["seeds"][0])
                     and (k in lat["sweep_in"] or s == largest[fam])):
                 calls[name], gemms[name] = call_of(model, phase, ids, nxt)
+                executed[name] = executed_rate(model)  # of the GEMM-recorded call, i.e. the timed input
         timed = interleaved(base_call, calls, pairs=lat["pairs"].get(k, lat["pairs"]["default"]), warmup=lat["warmup"],
                             flush_mb=lat["flush_mb"], device=device())
         controls[k] = control(speedup(timed.pop(AA)))
@@ -98,6 +121,8 @@ def run(ctx: StageContext) -> dict:
             cell = families.setdefault(fam, {"sparsities": {}})["sparsities"].setdefault(str(s), {})
             cell.setdefault(k, {})[f"seed{seed}"] = {"speedup": sp, "removed_fraction": f,
                                                     "bound": flops.theoretical_bound(min(f, 0.999))}
+            if executed[name] is not None:
+                cell[k][f"seed{seed}"]["exec_rate"] = executed[name]
             if k == lat["cells"][0]:  # measured taxonomy from the first cell's GEMMs (largest sparsity, last seed)
                 changes = flops.shape_changes(base_gemms, gemms[name])
                 families[fam].update(gemm_changes=changes, measured_dims=flops.classify(changes),

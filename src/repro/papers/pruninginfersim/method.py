@@ -33,14 +33,8 @@ FAMILIES = ("static_depth", "static_width", "lowrank", "sparse24", "dynamic_dept
 # so only these are timed over several selection seeds.
 RANDOM_SELECTION = ("static_depth", "static_width", "sparse24", "dynamic_depth")
 # The paper's taxonomy: which GEMM dimension each family shrinks ("removed" = whole GEMMs go away).
-TAXONOMY = {
-    "static_depth": ["removed"],
-    "static_width": ["K", "N"],
-    "lowrank": ["K"],
-    "sparse24": ["K"],
-    "dynamic_depth": ["M"],
-    "attn_sparsity": ["K", "N"],
-}
+TAXONOMY = {"static_depth": ["removed"], "static_width": ["K", "N"], "lowrank": ["K"], "sparse24": ["K"],
+            "dynamic_depth": ["M"], "attn_sparsity": ["K", "N"]}
 # Families whose shape change is declared, not executed, here: why the kernels do not shrink it.
 BY_DESIGN = {"sparse24": "needs sparse kernels"}
 
@@ -84,61 +78,60 @@ class Router(nn.Module):
 
 
 def block_sparse_attention(q, k, v, block: int, keep: float, name: str = "attn") -> torch.Tensor:
-    """Keep, per query block, the top ceil(keep * causal blocks) key blocks by pooled q.k.
+    """Keep, per query block and KV group, the top ceil(keep * causal blocks) key blocks by pooled q.k.
 
-    The diagonal block is always kept (a token must see itself). Only kept blocks are gathered and
-    multiplied, so FLOPs and KV bytes really drop; the gather is part of the measured cost.
+    Selection is per KV group (its query heads pooled), so the kept K/V blocks are gathered once per
+    group, never copied per query head; the diagonal block is always kept (a token must see itself).
+    The kept blocks go through the same SDPA call as dense attention, with a mask for causality and
+    for the rows that keep fewer blocks; the gather is part of the measured cost. A decode query is
+    one row (query blocks are min(block, Tq) long), so nothing is padded at decode.
     """
     b, h, tq, d = q.shape
-    tk = k.shape[2]
-    rep = h // k.shape[1]
-    k = k.repeat_interleave(rep, dim=1)
-    v = v.repeat_interleave(rep, dim=1)
-    dev = q.device
+    g, tk = k.shape[1], k.shape[2]
+    rep, dev = h // g, q.device
     past = tk - tq  # 0 at prefill, the cache length at decode
     nkb = math.ceil(tk / block)
     pad = nkb * block - tk
-    kp = F.pad(k, (0, 0, 0, pad)).view(b, h, nkb, block, d)
-    vp = F.pad(v, (0, 0, 0, pad)).view(b, h, nkb, block, d)
+    kp = F.pad(k, (0, 0, 0, pad)).view(b, g, nkb, block, d)
+    vp = F.pad(v, (0, 0, 0, pad)).view(b, g, nkb, block, d)
     key_pos = torch.arange(nkb * block, device=dev).view(nkb, block)
     k_pool = kp.sum(3) / torch.clamp((key_pos < tk).sum(1), min=1).view(1, 1, nkb, 1).to(k.dtype)
 
-    nqb = math.ceil(tq / block)
-    qpad = nqb * block - tq
-    qp = F.pad(q, (0, 0, 0, qpad)).view(b, h, nqb, block, d)
-    q_pos = past + torch.arange(nqb * block, device=dev).view(nqb, block)
-    q_pool = qp.mean(3)
-    scores = q_pool @ k_pool.transpose(-1, -2)  # [b,h,nqb,nkb]
-    last_q = torch.clamp(q_pos.min(1).values + block - 1, max=past + tq - 1)  # last real query pos
-    own_block = last_q // block
+    qb = min(block, tq)
+    nqb = math.ceil(tq / qb)
+    qp = F.pad(q, (0, 0, 0, nqb * qb - tq)).view(b, g, rep, nqb, qb, d)
+    q_pos = past + torch.arange(nqb * qb, device=dev).view(nqb, qb)
+    scores = qp.mean((2, 4)) @ k_pool.transpose(-1, -2)  # [b,g,nqb,nkb]
+    own_block = torch.clamp(q_pos[:, -1], max=past + tq - 1) // block  # of the block's last real query
     visible = torch.arange(nkb, device=dev).view(1, nkb) <= own_block.view(nqb, 1)  # causal at block level
-    n_visible = visible.sum(1)
-    n_keep = torch.clamp(torch.ceil(keep * n_visible).long(), min=1)
+    n_keep = torch.clamp(torch.ceil(keep * visible.sum(1)).long(), min=1)
     k_max = int(n_keep.max())
     scores = scores.masked_fill(~visible, float("-inf"))
     scores = scores.masked_fill(torch.arange(nkb, device=dev).view(1, nkb) == own_block.view(nqb, 1),
                                 float("inf"))
-    idx = scores.topk(k_max, dim=-1).indices  # [b,h,nqb,k_max]
+    idx = scores.topk(k_max, dim=-1).indices  # [b,g,nqb,k_max]
     rank_ok = torch.arange(k_max, device=dev).view(1, k_max) < n_keep.view(nqb, 1)  # [nqb,k_max]
 
     bi = torch.arange(b, device=dev).view(b, 1, 1, 1)
-    hi = torch.arange(h, device=dev).view(1, h, 1, 1)
-    kg = kp[bi, hi, idx].reshape(b, h, nqb, k_max * block, d)  # only the kept blocks are copied
-    vg = vp[bi, hi, idx].reshape(b, h, nqb, k_max * block, d)
-    kpos = (idx[..., None] * block + torch.arange(block, device=dev)).reshape(b, h, nqb, k_max * block)
-    allowed = (kpos[:, :, :, None, :] <= q_pos.view(1, 1, nqb, block, 1)) & (kpos < tk)[:, :, :, None, :]
+    gi = torch.arange(g, device=dev).view(1, g, 1, 1)
+    kg = kp[bi, gi, idx].reshape(b, g, nqb, k_max * block, d)  # only the kept blocks are copied
+    vg = vp[bi, gi, idx].reshape(b, g, nqb, k_max * block, d)
+    kpos = (idx[..., None] * block + torch.arange(block, device=dev)).reshape(b, g, nqb, k_max * block)
+    allowed = (kpos[:, :, :, None, :] <= q_pos.view(1, 1, nqb, qb, 1)) & (kpos < tk)[:, :, :, None, :]
     allowed &= rank_ok.repeat_interleave(block, dim=1).view(1, 1, nqb, 1, k_max * block)
-    att = (qp @ kg.transpose(-1, -2)) / math.sqrt(d)
-    att = att.masked_fill(~allowed, float("-inf")).softmax(-1)
-    out = (att @ vg).reshape(b, h, nqb * block, d)[:, :, :tq]
+    # the group's query heads share its blocks: fold them into the query rows of one SDPA call
+    rows = qp.transpose(2, 3).reshape(b, g, nqb, rep * qb, d)
+    mask = allowed[:, :, :, None].expand(-1, -1, -1, rep, -1, -1).reshape(b, g, nqb, rep * qb, -1)
+    out = F.scaled_dot_product_attention(rows, kg, vg, attn_mask=mask)
+    out = out.view(b, g, nqb, rep, qb, d).transpose(2, 3).reshape(b, h, nqb * qb, d)[:, :, :tq]
     if flops.recording():
         # Same logical shape as the dense attention, with N (qk) / K (av) scaled by the kept share
         # of the causally visible query-key pairs, so FLOPs and bytes compare like for like.
-        kept_pairs = float(allowed.reshape(b, h, nqb * block, -1)[:, :, :tq].sum()) / (b * h)
+        kept_pairs = float(allowed.reshape(b, g, nqb * qb, -1)[:, :, :tq].sum()) / (b * g)
         visible_pairs = float(sum(past + i + 1 for i in range(tq)))
         share = kept_pairs / visible_pairs
         density = (tk + 1) / (2 * tk) if tq > 1 else 1.0
-        kv_bytes = int(share * b * (h // rep) * tk * d * k.element_size())
+        kv_bytes = int(share * b * g * tk * d * k.element_size())
         kept = max(1, round(tk * share))
         flops.record(f"{name}.qk", tq, kept, d, count=b * h, density=density, nbytes=kv_bytes)
         flops.record(f"{name}.av", tq, d, kept, count=b * h, density=density, nbytes=kv_bytes)
@@ -299,11 +292,14 @@ def lowrank_rank(n: int, k: int, s: float, multiple: int = 8) -> int:
 
 
 def prune_lowrank(model, s: float, rank_multiple: int = 8):
-    """Every block linear W (N x K) becomes U (N x r) V (r x K) from a truncated SVD."""
+    """Every block linear W (N x K) becomes U (N x r) V (r x K) from a truncated SVD. Info: the
+    share of each matrix's squared singular values (its energy) that rank r keeps, per op kind
+    averaged over layers, with the mean and the least over all matrices (how much r throws away)."""
     model = copy.deepcopy(model)
     structure = model.structure()
     state = dict(model.state_dict())
     dtype = model.embed.weight.dtype
+    energy: dict[str, list[float]] = {}
     for i in range(len(model.blocks)):
         for group, ops in (("attn", ATTN_OPS), ("mlp", MLP_OPS)):
             if structure["blocks"][i][group] is None:
@@ -313,11 +309,15 @@ def prune_lowrank(model, s: float, rank_multiple: int = 8):
                 n, k = w.shape
                 r = lowrank_rank(n, k, s, rank_multiple)
                 u, sv, vh = torch.linalg.svd(w, full_matrices=False)
+                energy.setdefault(op, []).append(float(sv[:r].square().sum() / sv.square().sum()))
                 root = sv[:r].sqrt()
                 state[f"blocks.{i}.{group}.{op}.outer.weight"] = (u[:, :r] * root).to(dtype)
                 state[f"blocks.{i}.{group}.{op}.inner.weight"] = (root[:, None] * vh[:r]).to(dtype)
                 structure["blocks"][i][group][op] = {"kind": "lowrank", "n": n, "k": k, "rank": r}
-    return rebuild(model, structure, state), None
+    every = [e for per_op in energy.values() for e in per_op]
+    info = {"mean": sum(every) / len(every), "min": min(every),
+            "by_op": {op: sum(es) / len(es) for op, es in energy.items()}}
+    return rebuild(model, structure, state), {"svd_energy": info}
 
 
 def mask_24(scores: torch.Tensor) -> torch.Tensor:
@@ -385,11 +385,12 @@ def sparsities_for(family: str, sweep: list[float]) -> list[float]:
 
 
 def apply_family(model, family: str, s: float, *, calib: list[torch.Tensor], p: dict,
-                 gen: torch.Generator | None = None, router_batches=None):
+                 gen: torch.Generator | None = None, router_batches=None, exec_rates: list[float] | None = None):
     """Prune `model` with one family at sparsity s.
 
     With `gen`, selection is seeded-random (latency runs: weights do not matter) and routers get
-    thresholds calibrated to execute a (1 - s) share; without it, selection uses calibration
+    thresholds calibrated to execute, per layer, the share `exec_rates` (what the trained routers
+    executed on held-out text; default 1 - s everywhere); without it, selection uses calibration
     statistics and routers are trained on `router_batches(step)`. Returns (model, info).
     """
     scored = gen is None
@@ -409,7 +410,7 @@ def apply_family(model, family: str, s: float, *, calib: list[torch.Tensor], p: 
             history = train_routers(routed, router_batches, s=s, steps=r["steps"], lr=r["lr"],
                                     penalty=r["penalty"])
             return routed, {"router_history": history}
-        calibrate_router_thresholds(routed, calib, s)
+        calibrate_router_thresholds(routed, calib, exec_rates or [1 - s] * len(routed.blocks))
         return routed, None
     if family == "attn_sparsity":
         return add_attn_sparsity(model, s, p["attn_block"])

@@ -32,6 +32,8 @@ def run(ctx: StageContext) -> dict:
         entry = {"parameters": sum(t.numel() for t in pruned.parameters())}
         if family == "static_depth":
             entry["removed_attention"], entry["removed_ffn"] = info["attn"], info["mlp"]
+        if family == "lowrank":
+            entry["svd_energy"] = info["svd_energy"]
         if family == "dynamic_depth":
             entry["router_final_mean_exec"] = info["router_history"][-1]["mean_exec"] if info["router_history"] else None
         metrics[str(s)] = entry
