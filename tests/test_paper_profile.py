@@ -66,7 +66,7 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
     assert t["steps"] == 0 and t["val_loss"] > 0
     saved = json.loads((r / "train" / "model" / "config.json").read_text())
     assert saved["dtype"] == "bfloat16"
-    inputs = [("latency", r / "latency")]
+    inputs = [("latency", r / "latency"), ("data", r / "data"), ("train", r / "train")]
     for fam, seed in (("static_depth", 0), ("dynamic_depth", 0), ("dynamic_depth", 1)):
         job = [("family", fam), ("seed", seed)]
         pruned, out = r / "prune" / fam / f"seed{seed}", r / "evaluate" / fam / f"seed{seed}"
@@ -76,7 +76,8 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
         assert ev["sparsities"]["0.5"]["quality_loss"] == pytest.approx(
             (ev["sparsities"]["0.5"]["val_loss"] - ev["dense"]["val_loss"]) / ev["dense"]["val_loss"])
         inputs.append((f"evaluate_{fam}_seed{seed}", out))
-    lat = run_stage("pruninginfersim", latency, path, r / "latency", ["families", "latency_model", "latency", "prune"])
+    lat = run_stage("pruninginfersim", latency, path, r / "latency", ["families", "latency_model", "latency", "prune"],
+                    [(n, p) for n, p in inputs if n.startswith("evaluate_dynamic_depth")])  # measured rates
     assert set(lat["families"]) == {"static_depth", "dynamic_depth"} and set(lat["control"]) == {"prefill_b1_l16", "decode_b1_l16"}
     m = run_stage("pruninginfersim", analysis, path, r / "analysis", ["families", "analysis"], inputs)
     assert m["p3"]["measured"] == {"static_depth": ["removed"], "dynamic_depth": ["M"]}
