@@ -19,20 +19,22 @@ def cosine_lr(step: int, steps: int, warmup: int) -> float:
 def train_causal_lm(model, next_batch: Callable[[int], torch.Tensor | dict], *, steps: int, lr: float,
                     warmup: int = 0, weight_decay: float = 0.0, grad_clip: float = 1.0,
                     desc: str = "train", aux_loss: Callable[[], torch.Tensor] | None = None,
-                    after_step: Callable[[int], bool | None] | None = None) -> list[float]:
+                    after_step: Callable[[int], bool | None] | None = None,
+                    schedule: Callable[[int], float] | None = None) -> list[float]:
     """Train on `next_batch(step)`; returns the LM loss per step.
 
     A batch is a token tensor [B, T] (loss on every token) or a dict of model inputs with `labels`
     (-100 where no loss, e.g. prompts and padding in SFT). `aux_loss()` is added to the LM loss after
     each forward (e.g. an MoE balancing loss that reads what the forward kept); `after_step(step)`
     runs after each optimizer step (adaptive coefficients, logging) and stops training early by
-    returning True (e.g. once a target accuracy is reached).
+    returning True (e.g. once a target accuracy is reached). `schedule(step)` is the learning-rate
+    multiplier (default: linear warm-up over `warmup` steps, then cosine to 0.1).
     """
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, steps, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule or (lambda s: cosine_lr(s, steps, warmup)))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()
     losses = []

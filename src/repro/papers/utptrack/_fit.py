@@ -1,19 +1,17 @@
-"""Batches of (template, dynamic template, search) crops and the training loop that train and
-finetune share, with the two learning-rate schedules: pre-training warms up and decays on a cosine
+"""Batches of (template, dynamic template, search) crops and the training that train and finetune
+share, with the two learning-rate schedules: pre-training warms up and decays on a cosine
 (repro.models.training.cosine_lr); fine-tuning follows the public code (SUTrack's step scheduler): a
-constant rate, multiplied by `lr_drop.factor` from `lr_drop.at` x steps on. The repo's
-train_causal_lm fixes the cosine schedule, hence this loop."""
+constant rate, multiplied by `lr_drop.factor` from `lr_drop.at` x steps on."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from repro.data.video import Videos, training_sample
 from repro.models.centre_head import xywh_to_cxcywh
-from repro.models.training import cosine_lr
+from repro.models.training import cosine_lr, train_causal_lm
 from repro.papers.utptrack.method import OneStreamTracker, foreground_fraction
 
 
@@ -64,29 +62,21 @@ def device() -> str:
 def fit(model: OneStreamTracker, videos: Videos, crops: dict, t: dict, stream: Sequence[int], desc: str,
         before_step: Callable[[int], None] | None = None,
         after_step: Callable[[int], None] | None = None) -> list[float]:
-    """Train for t.steps batches drawn from the random `stream` (seed entropy) with AdamW; returns the
-    loss per step. `before_step(step)` sets per-step state (the keep-rate warm-up), `after_step(step)`
-    runs after each update (validation)."""
+    """Train for t.steps batches drawn from the random `stream` (seed entropy) with the shared loop
+    (AdamW under accelerate) at `lr_factor`'s schedule; returns the loss per step.
+    `before_step(step)` sets per-step state (the keep-rate warm-up) before the step's forward,
+    `after_step(step)` runs after each update (validation)."""
     next_batch = batch_maker(model, videos, crops, t["batch_size"], stream)
-    model.to(device()).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
-    losses = []
-    for step in tqdm(range(t["steps"]), desc=desc, mininterval=5):
+
+    def batch(step: int) -> dict:
         if before_step:
             before_step(step)
-        loss = model(**{k: v.to(device()) for k, v in next_batch(step).items()}).loss
-        loss.backward()
-        if t["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
-        opt.step()
-        schedule.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if after_step:
-            after_step(step)
-    model.eval()
-    return losses
+        return next_batch(step)
+
+    model.to(device()).train()
+    return train_causal_lm(model, batch, steps=t["steps"], lr=t["lr"], weight_decay=t["weight_decay"],
+                           grad_clip=t["grad_clip"], desc=desc, after_step=after_step,
+                           schedule=lambda s: lr_factor(s, t))
 
 
 @torch.no_grad()
