@@ -87,17 +87,22 @@ def job_folders(root: Path) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob(METRICS) if not p.parent.name.endswith(".partial"))
 
 
+def check_trees(roots: list[Path]) -> tuple[int, list[str]]:
+    """(number of job folders under `roots`, every problem in them)."""
+    folders = [f for root in roots for f in job_folders(root)]
+    return len(folders), [line for f in folders for line in problems(f)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Verify job folders against their recorded hashes.")
     parser.add_argument("roots", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    folders = [f for root in args.roots for f in job_folders(root)]
-    bad = [line for f in folders for line in problems(f)]
+    count, bad = check_trees(args.roots)
     for line in bad:
         print(line, file=sys.stderr)
-    print(f"{len(folders)} job folders under {', '.join(map(str, args.roots))}: "
+    print(f"{count} job folders under {', '.join(map(str, args.roots))}: "
           f"{'all intact' if not bad else f'{len(bad)} problem(s)'}")
-    if bad or not folders:
+    if bad or not count:
         sys.exit(1)
 
 

@@ -30,11 +30,10 @@ def snapshot_dir(profile: str) -> Path:
 
 def verify_trees(targets: list[Path]) -> int:
     """Every job folder under the targets intact (SystemExit listing what is not); their count."""
-    folders = [f for t in targets for f in integrity.job_folders(t)]
-    bad = [line for f in folders for line in integrity.problems(f)]
+    count, bad = integrity.check_trees(targets)
     if bad:
         raise SystemExit("results do not match their recorded hashes:\n" + "\n".join(bad))
-    return len(folders)
+    return count
 
 
 def dvc_file(profile: str, target: Path) -> Path:

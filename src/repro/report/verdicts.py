@@ -83,11 +83,11 @@ def decide_check(check: dict, metrics: dict) -> dict:
     op, t = check["op"], check["value"]
     row = {"metric": check["metric"], "op": op, "threshold": t,
            "says": check.get("says") or f"{check['metric']} {op} {fmt(t)}"}
-    if check.get("not_checkable"):
+    if check.get("not_checkable"):  # decided in advance: the effect is shown when the analysis wrote one
         try:
             e = lookup(metrics, check["metric"])
         except ClaimError:
-            e = unmeasured(check["not_checkable"])
+            e = None
         return {**row, "effect": e if is_effect(e) else unmeasured(check["not_checkable"]),
                 "verdict": NOT_CHECKABLE, "reason": f"not checkable at this scale: {check['not_checkable']}"}
     raw = lookup(metrics, check["metric"])
