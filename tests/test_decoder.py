@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from repro.core import flops
-from repro.models.decoder import Decoder, Linear, additive
+from repro.models.decoder import Decoder, Linear, additive, keep_tokens
 
 B, T = 2, 24
 IDS = torch.randint(0, 256, (B, T), generator=torch.Generator().manual_seed(3))
@@ -84,7 +84,7 @@ def blockwise(model, ids, hidden_from: int | None = None, dropped=None, n_blocks
 def test_keeping_every_token_is_the_vanilla_forward(model):
     with torch.no_grad():
         vanilla, _ = model(IDS)
-        kept, _ = model(IDS, select=lambda i, h, pos: torch.arange(T).expand(B, T))
+        kept, _ = model(IDS, before_layer=lambda i, h, pos, mask: keep_tokens(torch.arange(T).expand(B, T), h, pos, mask))
     assert torch.equal(kept, vanilla)
 
 
@@ -95,14 +95,14 @@ def test_dropped_tokens_leave_the_sequence_and_kept_ones_keep_their_positions(mo
     dropped = torch.ones(B, T, dtype=torch.bool).scatter(1, keep, False)
     seen = {}
 
-    def select(i, h, positions):
+    def select(i, h, positions, mask):
         seen[i] = positions.clone()
-        return keep.flip(1) if i == 2 else None  # in any order
+        return keep_tokens(keep.flip(1), h, positions, mask) if i == 2 else None  # in any order
 
     mask = additive(torch.ones(T, T, dtype=torch.bool).tril())[None, None] if explicit_mask else None
     with torch.no_grad():
         with flops.record_gemms() as log:
-            logits, cache = model(IDS, select=select, mask=mask)
+            logits, cache = model(IDS, before_layer=select, mask=mask)
         ref = blockwise(model, IDS, hidden_from=2, dropped=dropped)
     assert logits.shape == (B, 10, 256)
     assert (logits - ref.gather(1, keep[..., None].expand(-1, -1, 256))).abs().max().item() < 1e-5

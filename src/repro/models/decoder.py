@@ -253,7 +253,7 @@ class Decoder(nn.Module):
 
     def forward(self, ids: torch.Tensor | None = None, past: list | None = None, *,
                 inputs_embeds: torch.Tensor | None = None, positions: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, select: Callable | None = None,
+                mask: torch.Tensor | None = None, before_layer: Callable | None = None,
                 exit_after: int | None = None):
         """Logits [B, T_last, V] and the new cache (per layer (k, v), None for a removed attention).
 
@@ -262,9 +262,10 @@ class Decoder(nn.Module):
         the current tokens (0 visible, -inf hidden; every row sees some key); default causal. With a
         cache whose length differs per layer (tokens dropped in an earlier call), leave mask None.
         past: the cache a previous call returned. exit_after: run only that many blocks (early exit).
-        select(i, h, positions) is called before block i and returns None (keep every token) or
-        indices [B, T'] of the current tokens that block i and the later ones process; the others
-        leave the sequence (no K/V from layer i on), the kept ones keep their positions, and the
+        before_layer(i, h, positions, mask) is called before block i and returns None (no change) or
+        the (h, positions, mask) that block i and the later ones process: tokens may leave (see
+        `keep_tokens`: no K/V from layer i on, the kept ones keep their positions), enter (e.g. visual
+        tokens injected at a late layer with their own positions) or see a per-layer mask. The
         logits are those of the tokens the last block processed.
         """
         h = self.embed(ids) if inputs_embeds is None else inputs_embeds
@@ -279,9 +280,9 @@ class Decoder(nn.Module):
         for i, block in enumerate(self.blocks):
             if i == exit_after:
                 break
-            keep = None if select is None else select(i, h, positions)
-            if keep is not None:
-                h, positions, mask = keep_tokens(keep, h, positions, mask)
+            changed = None if before_layer is None else before_layer(i, h, positions, mask)
+            if changed is not None:
+                h, positions, mask = changed
                 rope = self.rotary(positions, h.dtype)
             h, kv = block(h, rope, mask, None if past is None else past[i])
             cache.append(kv)
