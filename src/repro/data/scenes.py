@@ -216,7 +216,7 @@ def load_scene_set(source: dict, seed: int):
     return datasets.DatasetDict({name: loaded[theirs] for name, theirs in source["splits"].items()})
 
 
-def images_to_tensor(images) -> "torch.Tensor":  # noqa: F821 (torch imported lazily)
+def images_to_tensor(images) -> torch.Tensor:  # noqa: F821 (torch is imported lazily)
     """uint8 [B, H, W, 3] (numpy, list or tensor) -> float [B, 3, H, W] in [-1, 1]."""
     import torch
 
