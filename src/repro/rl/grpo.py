@@ -38,15 +38,23 @@ def group_stats(rewards: torch.Tensor, group_ids: torch.Tensor) -> GroupStats:
     return GroupStats(size=size.long(), mean=mean, std=std)
 
 
+SINGLETON = ("zero", "raw")
+
+
 def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, *, std_normalize: bool,
-                     eps: float = 1e-6) -> torch.Tensor:
+                     eps: float = 1e-6, singleton: str = "zero") -> torch.Tensor:
     """A_i = r_i - mean(group), divided by (std(group) + eps) if `std_normalize`; zero in
-    degenerate groups (including singletons)."""
+    degenerate groups. A group of one rollout gets 0 (`singleton="zero"`) or its raw reward
+    (`"raw"`: Memory-R2's public code gives a singleton mean 0 and std 1)."""
+    if singleton not in SINGLETON:
+        raise ValueError(f"singleton={singleton!r}; expected one of {SINGLETON}")
     stats = group_stats(rewards, group_ids)
     adv = rewards.double() - stats.mean[group_ids]
     if std_normalize:
         adv = adv / (stats.std[group_ids] + eps)
     adv = torch.where(stats.degenerate[group_ids], torch.zeros_like(adv), adv)
+    if singleton == "raw":
+        adv = torch.where(stats.size[group_ids] == 1, rewards.double(), adv)
     return adv.to(rewards.dtype if rewards.is_floating_point() else torch.float32)
 
 

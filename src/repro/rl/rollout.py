@@ -41,6 +41,29 @@ class Rollouts:
             group_ids=torch.arange(len(rows), device=idx.device).repeat_interleave(sizes)), idx
 
 
+def concat(parts: list[Rollouts]) -> Rollouts:
+    """One batch of rollouts sampled in several calls (e.g. one call per agent turn): prompts
+    left-padded to the widest, responses right-padded to the longest; group ids kept as they are."""
+    width = max(p.prompt_width for p in parts)
+    length = max(p.response_mask.shape[1] for p in parts)
+
+    def pad(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (left, right))
+
+    seqs, masks, resp_masks, logps, ents = [], [], [], [], []
+    for p in parts:
+        left, right = width - p.prompt_width, length - p.response_mask.shape[1]
+        # pad tokens are masked out everywhere, so their id does not matter
+        seqs.append(pad(p.sequences, left, right))
+        masks.append(pad(p.attention_mask, left, right))
+        resp_masks.append(pad(p.response_mask, 0, right))
+        logps.append(pad(p.logprobs, 0, right))
+        ents.append(pad(p.entropies, 0, right))
+    return Rollouts(sequences=torch.cat(seqs), attention_mask=torch.cat(masks), prompt_width=width,
+                    response_mask=torch.cat(resp_masks), logprobs=torch.cat(logps),
+                    entropies=torch.cat(ents), group_ids=torch.cat([p.group_ids for p in parts]))
+
+
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
