@@ -52,6 +52,17 @@ def test_hierarchical_separates_seed_noise_from_item_noise():
     assert one["ci"] == [None, None] and one["ci_items"][0] < 0.5 < one["ci_items"][1]
 
 
+def test_hierarchical_ratio_is_the_ratio_of_seed_means():
+    # a is b scaled by 0.9 item by item: the ratio is 0.9 with no spread
+    b = [[0.4, 0.6] * 20, [0.3, 0.7] * 20]
+    a = [[0.9 * x for x in s] for s in b]
+    e = iv.hierarchical_ratio(list(zip(a, b)), "b is zero")
+    assert e["value"] == pytest.approx(0.9) and e["ci"] == pytest.approx([0.9, 0.9])
+    noisy = iv.hierarchical_ratio([([1, 0] * 20, [1, 1] * 20), ([1, 1, 0, 1] * 10, [1] * 40)], "b is zero")
+    assert noisy["value"] == pytest.approx((0.5 + 0.75) / 2) and noisy["ci"][0] < noisy["value"] < noisy["ci"][1]
+    assert iv.hierarchical_ratio([([1], [0])], "b is zero")["reason"] == "b is zero"
+
+
 def test_lead_is_positive_only_when_intervals_do_not_overlap():
     a = iv.effect(1.0, 0.9, 1.1, 3, "pairs")
     below = {"x": iv.effect(0.7, 0.6, 0.8, 3, "pairs")}

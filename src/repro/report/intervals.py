@@ -124,6 +124,20 @@ def hierarchical(per_seed: Sequence[Sequence[float]], seed: int = SEED) -> dict:
                   samples=means.tolist())
 
 
+def hierarchical_ratio(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], zero: str) -> dict:
+    """R = mean over seeds of a's item mean / that of b, paired by (seed, item): `pairs` holds each
+    seed's (a items, b items). The interval is the hierarchical bootstrap of the linearised ratio
+    (delta method): per item z = R + (a - R b) / mean(b), whose mean is R exactly and whose resampled
+    means move as a resampled ratio of means does, to first order. `zero` says why there is no
+    ratio when b's mean is 0."""
+    pairs = [(np.asarray(x, float), np.asarray(y, float)) for x, y in pairs]
+    den = float(np.mean([y.mean() for _, y in pairs]))
+    if den <= 0:
+        return unmeasured(zero)
+    r = float(np.mean([x.mean() for x, _ in pairs])) / den
+    return hierarchical([r + (x - r * y) / den for x, y in pairs])
+
+
 def stratified(strata: Sequence[Sequence[float]], statistic: Callable[[list[np.ndarray]], float],
                unit: str = "pairs", seed: int = SEED) -> dict:
     """`statistic` of several samples (e.g. one per timing cell) with an interval from resampling

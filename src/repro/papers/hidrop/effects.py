@@ -37,15 +37,8 @@ def difference(a: dict, b: dict) -> dict:
 
 
 def ratio(a: dict, b: dict) -> dict:
-    """Accuracy of a / accuracy of b (means over seeds of each seed's mean), paired by (seed,
-    question); the interval is the hierarchical bootstrap of the linearised ratio (delta method:
-    per item z = R + (a - R b) / mean(b), whose mean is R)."""
-    pairs = paired(a, b)
-    den = float(np.mean([y.mean() for _, y in pairs]))
-    if den <= 0:
-        return intervals.unmeasured("the reference arm answers nothing correctly: no ratio")
-    r = float(np.mean([x.mean() for x, _ in pairs])) / den
-    return intervals.hierarchical([r + (x - r * y) / den for x, y in pairs])
+    """Accuracy of a / accuracy of b, paired by (seed, question) (intervals.hierarchical_ratio)."""
+    return intervals.hierarchical_ratio(paired(a, b), "the reference arm answers nothing correctly: no ratio")
 
 
 def budget(evals: dict, arm: str) -> dict:

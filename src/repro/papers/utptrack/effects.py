@@ -41,16 +41,8 @@ def difference(a: dict, b: dict) -> dict:
 
 
 def ratio(a: dict, b: dict) -> dict:
-    """R = mean AUC of a / mean AUC of b (means over seeds of each seed's sequence mean), paired by
-    (seed, sequence). Its interval is the hierarchical bootstrap of the linearised ratio (delta
-    method): per item z = R + (a - R b) / mean(b), whose mean is R exactly and whose resampled
-    means move as a resampled ratio of means does, to first order."""
-    pairs = paired(a, b)
-    den = float(np.mean([y.mean() for _, y in pairs]))
-    if den <= 0:
-        return intervals.unmeasured("the baseline's AUC is 0 on every sequence: no ratio")
-    r = float(np.mean([x.mean() for x, _ in pairs])) / den
-    return intervals.hierarchical([r + (x - r * y) / den for x, y in pairs])
+    """Mean AUC of a / mean AUC of b, paired by (seed, sequence) (intervals.hierarchical_ratio)."""
+    return intervals.hierarchical_ratio(paired(a, b), "the baseline's AUC is 0 on every sequence: no ratio")
 
 
 def _by_seed(evals: dict, variant: str, mode: str, get) -> list:
