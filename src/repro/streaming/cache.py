@@ -97,3 +97,38 @@ class DualKVCache:
         """Group position ids: source slots continue the row's source, the query its target."""
         src = self.src_len[:, None] + torch.arange(width, device=self.device)[None]
         return torch.cat([src, (self.tgt_len + target_offset)[:, None]], 1)
+
+
+class LayerDualCache:
+    """A dual KV cache for `repro.models.decoder.Decoder` (a list of per-layer (k, v), batch 1 or
+    rows of equal lengths): a source cache of prompt and frame tokens, fed as `inputs_embeds` (video
+    rows never see the target, so their keys/values are final when written), and a target
+    (reasoning) cache. A target forward attends over the first `visible` source keys merged with
+    the whole target cache (merged per write), which is what one masked forward gives a row that
+    sees that much of the source; the new keys/values join the target cache.
+    """
+
+    def __init__(self):
+        self.source: list | None = None
+        self.target: list | None = None
+
+    @property
+    def source_len(self) -> int:
+        return 0 if self.source is None else self.source[0][0].shape[2]
+
+    def feed_source(self, model, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Prompt or frame tokens [B, T, D] at `positions` [B, T]; their logits."""
+        logits, self.source = model(inputs_embeds=embeds, positions=positions, past=self.source)
+        return logits
+
+    def feed_target(self, model, embeds: torch.Tensor, positions: torch.Tensor, visible: int) -> torch.Tensor:
+        """Reasoning tokens [B, T, D] that see the first `visible` source tokens; their logits."""
+        t = embeds.shape[1]
+        past = [(k[:, :, :visible], v[:, :, :visible]) for k, v in self.source]
+        if self.target is not None:
+            past = [(torch.cat([sk, tk], 2), torch.cat([sv, tv], 2)) for (sk, sv), (tk, tv) in zip(past, self.target)]
+        logits, merged = model(inputs_embeds=embeds, positions=positions, past=past)
+        new = [(k[:, :, -t:], v[:, :, -t:]) for k, v in merged]
+        self.target = new if self.target is None else [(torch.cat([tk, k], 2), torch.cat([tv, v], 2))
+                                                       for (tk, tv), (k, v) in zip(self.target, new)]
+        return logits

@@ -52,3 +52,22 @@ def additive(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 def streaming_mask(src_len, tgt_len, visibility, src_width: int, tgt_width: int,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return additive(streaming_allowed(src_len, tgt_len, visibility, src_width, tgt_width), dtype)
+
+
+def group_visibility_allowed(group: torch.Tensor, sees: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Causal attention under a frame-group visibility rule (TaYS), bool [B, L, L] (query, key).
+
+    Per token: `group` [B, L] is a video token's frame group (-1 for text), `sees` [B, L] the last
+    frame group a reasoning token may see (-1 for prompt and video tokens). On top of causal order:
+    a reasoning row sees video keys of groups <= its `sees` only, a video row never sees a reasoning
+    key, and padding (valid False) is seen by nobody and sees only itself. With every reasoning
+    token's `sees` at the last group this is the plain causal mask.
+    """
+    n = group.shape[1]
+    idx = torch.arange(n, device=group.device)
+    causal = (idx[:, None] >= idx[None, :])[None]
+    reasoning = sees >= 0
+    hidden_video = reasoning[:, :, None] & (group[:, None, :] > sees[:, :, None])
+    video_sees_reasoning = (group >= 0)[:, :, None] & reasoning[:, None, :]
+    allowed = causal & valid[:, None, :] & valid[:, :, None] & ~hidden_video & ~video_sees_reasoning
+    return allowed | (torch.eye(n, dtype=torch.bool, device=group.device)[None] & ~valid[:, :, None])
