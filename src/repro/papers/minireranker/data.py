@@ -1,0 +1,190 @@
+"""Stage 1: scene documents, templated queries with exact relevance labels, and hard negatives.
+
+Documents are scenes of `repro.data.scenes` (1-4 coloured shapes on a textured grey background).
+A query is a predicate over a scene, written out from a template:
+- attribute: "a large red circle" (an object of that size, colour and shape);
+- position: "a red circle on the left" (such an object in the left / right third, top / bottom third);
+- relation: "a red circle left of a blue square" (scenes.relation between two such objects);
+- count: "2 red objects" (exactly that many objects of the colour).
+Relevance is the predicate's truth on the document's scene (`holds`), for every (query, document)
+pair of the corpus. Queries are drawn from objects of random corpus documents (so each has a
+positive) and kept when their number of positives lies in `positives` (a query that half the corpus
+satisfies ranks nothing), up to `per_kind` distinct texts per kind; texts are unique across splits.
+Attribute, position and count queries have few distinct texts (48, 96 and ~20), relation queries
+many; each kind is split into test / val / train in the shares `splits` gives. Hard negatives: for `hard_negatives`
+positives of each query, a copy with one attribute (colour, shape or size) of one object changed so
+that the predicate fails, drawn on the same background; they join the corpus before labelling.
+
+`source.kind: hub` reads prepared documents (`image`) and queries (`text`, `kind`, `split`,
+`relevant` doc indices) with `datasets.load_dataset` instead.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from repro.core.stage import StageContext, main
+from repro.data.scenes import COLOURS, SHAPES, SIZES, relation, render, sample_scene
+
+KINDS = ("attribute", "position", "relation", "count")
+SIDES = {"left": lambda o: o["x"] < 1 / 3, "right": lambda o: o["x"] > 2 / 3,
+         "top": lambda o: o["y"] < 1 / 3, "bottom": lambda o: o["y"] > 2 / 3}
+REL_TEXT = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
+
+
+def _is(o: dict, c: str, s: str) -> bool:
+    return o["colour"] == c and o["shape"] == s
+
+
+def holds(scene: list[dict], p: dict) -> bool:
+    """The predicate's truth on a scene: the exact relevance label."""
+    kind = p["kind"]
+    if kind == "attribute":
+        return any(_is(o, p["colour"], p["shape"]) and o["size"] == p["size"] for o in scene)
+    if kind == "position":
+        return any(_is(o, p["colour"], p["shape"]) and SIDES[p["side"]](o) for o in scene)
+    if kind == "relation":
+        return any(_is(a, *p["a"]) and _is(b, *p["b"]) and relation(a, b) == p["rel"]
+                   for i, a in enumerate(scene) for j, b in enumerate(scene) if i != j)
+    if kind == "count":
+        return sum(o["colour"] == p["colour"] for o in scene) == p["n"]
+    raise ValueError(f"unknown query kind {kind!r} (expected one of {KINDS})")
+
+
+def text(p: dict) -> str:
+    kind = p["kind"]
+    if kind == "attribute":
+        return f"a {p['size']} {p['colour']} {p['shape']}"
+    if kind == "position":
+        return f"a {p['colour']} {p['shape']} on the {p['side']}"
+    if kind == "relation":
+        return f"a {p['a'][0]} {p['a'][1]} {REL_TEXT[p['rel']]} a {p['b'][0]} {p['b'][1]}"
+    return f"{p['n']} {p['colour']} objects"
+
+
+def sample_predicate(rng: np.random.Generator, scene: list[dict], kind: str) -> dict | None:
+    """A predicate of `kind` that the scene satisfies (None when it cannot: a relation needs two
+    objects, a position an object in an outer third)."""
+    o = scene[rng.integers(len(scene))]
+    if kind == "attribute":
+        return {"kind": kind, "size": o["size"], "colour": o["colour"], "shape": o["shape"]}
+    if kind == "position":
+        sides = [s for s, inside in SIDES.items() if inside(o)]
+        return None if not sides else {"kind": kind, "colour": o["colour"], "shape": o["shape"],
+                                       "side": sides[rng.integers(len(sides))]}
+    if kind == "relation":
+        if len(scene) < 2:
+            return None
+        i, j = rng.choice(len(scene), size=2, replace=False)
+        a, b = scene[i], scene[j]
+        return {"kind": kind, "a": [a["colour"], a["shape"]], "b": [b["colour"], b["shape"]], "rel": relation(a, b)}
+    return {"kind": kind, "colour": o["colour"], "n": sum(x["colour"] == o["colour"] for x in scene)}
+
+
+def hard_negative(rng: np.random.Generator, scene: list[dict], p: dict, tries: int = 50) -> list[dict] | None:
+    """The scene with one attribute of one object changed so that the predicate fails (None if no
+    such single change was found)."""
+    values = {"colour": list(COLOURS), "shape": list(SHAPES), "size": list(SIZES)}
+    for _ in range(tries):
+        i, attr = rng.integers(len(scene)), list(values)[rng.integers(3)]
+        other = [v for v in values[attr] if v != scene[i][attr]]
+        edited = [dict(o) for o in scene]
+        edited[i][attr] = other[rng.integers(len(other))]
+        if not holds(edited, p):
+            return edited
+    return None
+
+
+def build(source: dict, seed: int) -> tuple[list[dict], list[dict]]:
+    """(documents {scene, render_seed, source}, queries {predicate, text, kind, split, relevant})."""
+    rng = np.random.default_rng([seed, 1])
+    docs = [{"scene": sample_scene(rng, tuple(source["objects"])), "render_seed": i, "source": -1}
+            for i in range(source["documents"])]
+    lo, hi = source["positives"]
+    cap = source["per_kind"]
+    chosen, seen = {k: [] for k in KINDS}, set()
+    for attempt in range(source["max_tries"]):
+        kind = KINDS[attempt % len(KINDS)]
+        if len(chosen[kind]) >= cap:
+            if min(map(len, chosen.values())) >= cap:
+                break
+            continue
+        p = sample_predicate(rng, docs[rng.integers(len(docs))]["scene"], kind)
+        if p is None or text(p) in seen:
+            continue
+        seen.add(text(p))
+        pos = [i for i, d in enumerate(docs) if holds(d["scene"], p)]
+        if lo <= len(pos) <= hi:
+            chosen[kind].append((p, pos))
+    # each kind is split in the given shares, so every split holds every kind that has texts
+    shares = source["splits"]
+    order, names = [], []
+    for kind in KINDS:
+        n = len(chosen[kind])
+        counts = {s: int(round(n * f)) for s, f in shares.items() if s != "train"}
+        counts["train"] = n - sum(counts.values())
+        order += chosen[kind]
+        names += [s for s in ("test", "val", "train") for _ in range(counts[s])]
+    queries = []
+    for (p, pos), split in zip(order, names):
+        for i in rng.permutation(pos)[:source["hard_negatives"]]:
+            edited = hard_negative(rng, docs[i]["scene"], p)
+            if edited is not None:
+                docs.append({"scene": edited, "render_seed": docs[i]["render_seed"], "source": int(i)})
+        queries.append({"predicate": p, "text": text(p), "kind": p["kind"], "split": split})
+    for q in queries:  # exact labels over the final corpus, hard negatives included
+        q["relevant"] = [i for i, d in enumerate(docs) if holds(d["scene"], q["predicate"])]
+    return docs, queries
+
+
+def to_datasets(docs: list[dict], queries: list[dict], image_size: int, seed: int):
+    import datasets
+
+    images = np.stack([render(d["scene"], image_size, np.random.default_rng([seed, 2, d["render_seed"]]))
+                       for d in docs])
+    s = image_size
+    doc_set = datasets.Dataset.from_dict(
+        {"image": images, "scene": [json.dumps(d["scene"]) for d in docs], "source": [d["source"] for d in docs]},
+        features=datasets.Features({"image": datasets.Array3D((s, s, 3), "uint8"), "scene": datasets.Value("string"),
+                                    "source": datasets.Value("int32")}))
+    query_set = datasets.Dataset.from_dict(
+        {"text": [q["text"] for q in queries], "kind": [q["kind"] for q in queries],
+         "split": [q["split"] for q in queries], "relevant": [q["relevant"] for q in queries],
+         "predicate": [json.dumps(q["predicate"]) for q in queries]})
+    return doc_set, query_set
+
+
+def load_hub(source: dict):
+    import datasets
+
+    docs = datasets.load_dataset(**source["documents"])
+    queries = datasets.load_dataset(**source["queries_load"])
+    images = np.stack([np.asarray(im, dtype=np.uint8) for im in docs["image"]])
+    s = images.shape[1]
+    doc_set = datasets.Dataset.from_dict({"image": images, "source": [-1] * len(images)},
+                                         features=datasets.Features({"image": datasets.Array3D((s, s, 3), "uint8"),
+                                                                     "source": datasets.Value("int32")}))
+    return doc_set, queries.select_columns(["text", "kind", "split", "relevant"])
+
+
+def run(ctx: StageContext) -> dict:
+    source = ctx.params["data"]["source"]
+    if source["kind"] == "synthetic":
+        doc_set, query_set = to_datasets(*build(source, ctx.seed), source["image_size"], ctx.seed)
+    else:
+        doc_set, query_set = load_hub(source)
+    doc_set.save_to_disk(str(ctx.out / "documents"))
+    query_set.save_to_disk(str(ctx.out / "queries"))
+    out = {"documents": len(doc_set), "hard_negatives": int(sum(s >= 0 for s in doc_set["source"]))}
+    for split in sorted(set(query_set["split"])):
+        rows = query_set.filter(lambda r: r["split"] == split)
+        npos = [len(r) for r in rows["relevant"]]
+        out[split] = {"queries": len(rows), "positives_mean": float(np.mean(npos)), "positives_min": int(min(npos)),
+                      "positives_max": int(max(npos)),
+                      "kinds": {k: int(sum(x == k for x in rows["kind"])) for k in sorted(set(rows["kind"]))}}
+    return out
+
+
+if __name__ == "__main__":
+    main(run)

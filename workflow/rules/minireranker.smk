@@ -1,0 +1,30 @@
+# miniReranker: data -> embed (dual encoder, first-stage top-K, visual-token scores; one seed) ->
+# pretrain (image-first VQA from the embedder's image tower; one seed) -> finetune/{format}/seed{seed} (fine-tune + rerank test) ->
+# select (L_e and the band on validation, from the dense vision-first model of one seed) ->
+# ladder/{rung}/seed{seed} (adapt + cached reranking) ; cost (analytic FLOPs, interleaved timing at
+# paper-like token counts) -> analysis -> report.
+MR = PARAMS["minireranker"][PROFILE]
+MR_FORMATS = ["query_first", "document_first", "vision_first"]
+
+data = stage("minireranker", "data", reads=["data"], mem_mb=3000)
+embed = stage("minireranker", "embed", input={"data": data}, reads=["embedder", "rerank"], mem_mb=3000, gpu=True)
+pretrain = stage("minireranker", "pretrain", input={"embed": embed}, reads=["formats", "model", "pretrain"],
+                 mem_mb=3000, gpu=True)
+finetune = stage("minireranker", "finetune", input={"data": data, "embed": embed, "model": pretrain},
+                 each=product(format=MR_FORMATS, seed=MR["seeds"]), reads=["formats", "finetune"], mem_mb=3000,
+                 gpu=True)
+dense = results("minireranker", "finetune", "vision_first", f"seed{MR['select']['seed']}")
+select = stage("minireranker", "select", input={"data": data, "embed": embed, "dense": dense},
+               reads=["formats", "positions", "adapt", "select"], mem_mb=3000, gpu=True)
+stage("minireranker", "ladder",
+      input={"data": data, "embed": embed, "select": select,
+             "dense": results("minireranker", "finetune", "vision_first", "seed{seed}")},
+      each=product(rung=list(MR["ladder"]), seed=MR["seeds"]), reads=["formats", "positions", "adapt", "ladder"],
+      narrow={"ladder": lambda ladder, wc: ladder[wc.rung]}, mem_mb=3000, gpu=True)
+stage("minireranker", "cost", input={"data": data, "select": select, "model": pretrain},
+      reads=["formats", "positions", "ladder", "cost"], timing=True, mem_mb=6000, gpu=True)
+stage("minireranker", "analysis",
+      input={**outputs("minireranker", "finetune"), **outputs("minireranker", "ladder"),
+             "select": select, "embed": embed, "cost": results("minireranker", "cost")},
+      reads=["seeds", "data", "formats", "positions", "embedder", "rerank", "model", "pretrain", "finetune", "adapt",
+             "select", "ladder"], summary=True)
