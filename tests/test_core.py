@@ -336,3 +336,17 @@ def test_params_edited_after_scheduling_stop_the_job(tmp_path):
     assert not ran
     _stage(lambda ctx: ran.append(1) or {}, tmp_path / "job", "--params-sha", scheduled)  # unchanged: runs
     assert ran == [1]
+
+
+def test_sft_batch_puts_the_loss_on_the_target_only():
+    import torch
+
+    from repro.models.training import sft_batch
+
+    b = sft_batch([([5, 6, 7], [8, 9]), ([5], [8, 9, 10, 11])], pad_id=0, max_len=4)
+    assert b["input_ids"].tolist() == [[5, 6, 7, 8], [5, 8, 9, 10]]  # truncated to max_len
+    assert b["labels"].tolist() == [[-100, -100, -100, 8], [-100, 8, 9, 10]]
+    short = sft_batch([([1], [2]), ([1, 3], [2, 4])], pad_id=0, max_len=8)
+    assert short["input_ids"].tolist() == [[1, 2, 0, 0], [1, 3, 2, 4]]
+    assert short["labels"].tolist() == [[-100, 2, -100, -100], [-100, -100, 2, 4]]
+    assert torch.equal(short["attention_mask"], torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]))

@@ -54,13 +54,15 @@ def test_hierarchical_separates_seed_noise_from_item_noise():
 
 def test_hierarchical_ratio_is_the_ratio_of_seed_means():
     # a is b scaled by 0.9 item by item: the ratio is 0.9 with no spread
-    b = [[0.4, 0.6] * 20, [0.3, 0.7] * 20]
-    a = [[0.9 * x for x in s] for s in b]
-    e = iv.hierarchical_ratio(list(zip(a, b)), "b is zero")
+    b = {0: [0.4, 0.6] * 20, 1: [0.3, 0.7] * 20}
+    a = {s: [0.9 * x for x in items] for s, items in b.items()}
+    e = iv.hierarchical_ratio(a, b, "b is zero")
     assert e["value"] == pytest.approx(0.9) and e["ci"] == pytest.approx([0.9, 0.9])
-    noisy = iv.hierarchical_ratio([([1, 0] * 20, [1, 1] * 20), ([1, 1, 0, 1] * 10, [1] * 40)], "b is zero")
+    noisy = iv.hierarchical_ratio({0: [1, 0] * 20, 1: [1, 1, 0, 1] * 10}, {0: [1, 1] * 20, 1: [1] * 40}, "b is zero")
     assert noisy["value"] == pytest.approx((0.5 + 0.75) / 2) and noisy["ci"][0] < noisy["value"] < noisy["ci"][1]
-    assert iv.hierarchical_ratio([([1], [0])], "b is zero")["reason"] == "b is zero"
+    assert iv.hierarchical_ratio({0: [1]}, {0: [0]}, "b is zero")["reason"] == "b is zero"
+    with pytest.raises(ValueError, match="not paired"):
+        iv.hierarchical_diff({0: [1, 2]}, {0: [1, 2, 3]})
 
 
 def test_lead_is_positive_only_when_intervals_do_not_overlap():

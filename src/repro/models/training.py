@@ -58,6 +58,19 @@ def train_causal_lm(model, next_batch: Callable[[int], torch.Tensor | dict], *, 
     return losses
 
 
+def sft_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int, max_len: int) -> dict:
+    """Supervised fine-tuning batch of (prompt ids, target ids) pairs: prompt + target truncated to
+    max_len, right-padded; loss (labels) on the target only, -100 on the prompt and the padding."""
+    seqs = [(p + t)[:max_len] for p, t in pairs]
+    labels = [([-100] * len(p) + t)[:max_len] for p, t in pairs]
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id)
+    lab = torch.full((len(seqs), width), -100)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (seq, target) in enumerate(zip(seqs, labels)):
+        ids[i, :len(seq)], lab[i, :len(target)], mask[i, :len(seq)] = torch.tensor(seq), torch.tensor(target), 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+
 def tail_mean(values: list[float], fraction: float = 0.1) -> float | None:
     """Mean of the last `fraction` of per-step values (one step is too noisy to report)."""
     return statistics.mean(values[-max(1, int(len(values) * fraction)):]) if values else None

@@ -124,13 +124,28 @@ def hierarchical(per_seed: Sequence[Sequence[float]], seed: int = SEED) -> dict:
                   samples=means.tolist())
 
 
-def hierarchical_ratio(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], zero: str) -> dict:
-    """R = mean over seeds of a's item mean / that of b, paired by (seed, item): `pairs` holds each
-    seed's (a items, b items). The interval is the hierarchical bootstrap of the linearised ratio
-    (delta method): per item z = R + (a - R b) / mean(b), whose mean is R exactly and whose resampled
-    means move as a resampled ratio of means does, to first order. `zero` says why there is no
-    ratio when b's mean is 0."""
-    pairs = [(np.asarray(x, float), np.asarray(y, float)) for x, y in pairs]
+def seed_pairs(a: dict, b: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Two arms' per-item values seed by seed ({seed: array of items}); they must share seeds and
+    items (same order), so comparisons are paired by (seed, item)."""
+    seeds = sorted(a)
+    if seeds != sorted(b) or any(np.shape(a[s]) != np.shape(b[s]) for s in seeds):
+        raise ValueError(f"arms are not paired: seeds {seeds} vs {sorted(b)}, items per seed "
+                         f"{[np.size(a[s]) for s in seeds]} vs {[np.size(b[s]) for s in sorted(b)]}")
+    return [(np.asarray(a[s], float), np.asarray(b[s], float)) for s in seeds]
+
+
+def hierarchical_diff(a: dict, b: dict) -> dict:
+    """Mean of a minus b over seeds x items, paired by (seed, item) ({seed: items} each)."""
+    return hierarchical([x - y for x, y in seed_pairs(a, b)])
+
+
+def hierarchical_ratio(a: dict, b: dict, zero: str) -> dict:
+    """R = mean over seeds of a's item mean / that of b, paired by (seed, item) ({seed: items}
+    each). The interval is the hierarchical bootstrap of the linearised ratio (delta method): per
+    item z = R + (a - R b) / mean(b), whose mean is R exactly and whose resampled means move as a
+    resampled ratio of means does, to first order. `zero` says why there is no ratio when b's mean
+    is 0."""
+    pairs = seed_pairs(a, b)
     den = float(np.mean([y.mean() for _, y in pairs]))
     if den <= 0:
         return unmeasured(zero)

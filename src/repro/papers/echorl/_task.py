@@ -8,6 +8,7 @@ import torch
 
 from repro.core.io import read_json
 from repro.data.arithmetic import step_has_carry, tokenizer_for, verify
+from repro.models.training import sft_batch
 from repro.papers.echorl.method import delimiter_mask, step_entropies, step_spans
 from repro.rl.rollout import sample
 
@@ -53,19 +54,9 @@ class Task:
     def sft_batch(self, rows, max_len: int) -> dict:
         """prompt + solution + EOS, right-padded; loss on the solution and EOS only."""
         tok = self.tokenizer
-        seqs, labels = [], []
-        for p, s in zip(rows["prompt"], rows["solution"]):
-            pi, si = tok.encode(p, add_special_tokens=False), tok.encode(s, add_special_tokens=False)
-            ids = (pi + si + [tok.eos_token_id])[:max_len]
-            seqs.append(ids)
-            labels.append(([-100] * len(pi) + si + [tok.eos_token_id])[:max_len])
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), tok.pad_token_id)
-        lab = torch.full((len(seqs), width), -100)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, (s, l) in enumerate(zip(seqs, labels)):
-            ids[i, :len(s)], lab[i, :len(l)], mask[i, :len(s)] = torch.tensor(s), torch.tensor(l), 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+        pairs = [(tok.encode(p, add_special_tokens=False), tok.encode(s, add_special_tokens=False) + [tok.eos_token_id])
+                 for p, s in zip(rows["prompt"], rows["solution"])]
+        return sft_batch(pairs, tok.pad_token_id, max_len)
 
     def entropy_profile(self, model, split: str, prompts: int, max_new_tokens: int, seed: int) -> dict:
         """Step entropies of sampled (temperature 1) responses: by step index, carry vs no-carry

@@ -24,21 +24,12 @@ def per_item(evals: dict, arm: str) -> dict[int, np.ndarray]:
     return {s: np.asarray(m["correct"], float) for s, m in sorted(evals[arm].items())}
 
 
-def paired(a: dict, b: dict) -> list[tuple[np.ndarray, np.ndarray]]:
-    if list(a) != list(b) or any(a[s].shape != b[s].shape for s in a):
-        raise ValueError(f"arms are not paired: seeds {list(a)} vs {list(b)}, items per seed "
-                         f"{[x.size for x in a.values()]} vs {[y.size for y in b.values()]}")
-    return [(a[s], b[s]) for s in a]
-
-
-def difference(a: dict, b: dict) -> dict:
-    """Accuracy of a minus b over seeds x questions, paired by (seed, question)."""
-    return intervals.hierarchical([x - y for x, y in paired(a, b)])
+difference = intervals.hierarchical_diff  # {seed: items} per arm, paired by (seed, item)
 
 
 def ratio(a: dict, b: dict) -> dict:
-    """Accuracy of a / accuracy of b, paired by (seed, question) (intervals.hierarchical_ratio)."""
-    return intervals.hierarchical_ratio(paired(a, b), "the reference arm answers nothing correctly: no ratio")
+    """Accuracy of a / accuracy of b, paired by (seed, question)."""
+    return intervals.hierarchical_ratio(a, b, "the reference arm answers nothing correctly: no ratio")
 
 
 def budget(evals: dict, arm: str) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from repro.models.training import sft_batch
 from repro.papers.memory_r2 import method
 
 
@@ -27,19 +28,10 @@ class World:
 
     def sft_batch(self, examples: list[tuple[str, str, str]], max_len: int) -> dict:
         """prompt + target + EOS, right-padded; loss on the target and EOS only."""
-        tok, seqs, labels = self.tokenizer, [], []
-        for _, prompt, target in examples:
-            p = tok.encode(prompt, add_special_tokens=False)
-            t = tok.encode(" " + target, add_special_tokens=False) + [tok.eos_token_id]
-            seqs.append((p + t)[:max_len])
-            labels.append(([-100] * len(p) + t)[:max_len])
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), tok.pad_token_id)
-        lab = torch.full((len(seqs), width), -100)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, (s, l) in enumerate(zip(seqs, labels)):
-            ids[i, :len(s)], lab[i, :len(l)], mask[i, :len(s)] = torch.tensor(s), torch.tensor(l), 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+        tok = self.tokenizer
+        pairs = [(tok.encode(prompt, add_special_tokens=False),
+                  tok.encode(" " + target, add_special_tokens=False) + [tok.eos_token_id]) for _, prompt, target in examples]
+        return sft_batch(pairs, tok.pad_token_id, max_len)
 
 
 def role_models(folder: Path, shared: bool) -> dict:

@@ -25,20 +25,12 @@ def per_query(runs: dict, split: str = "test", metric: str = "ndcg10") -> dict:
     return out
 
 
-def paired(a: dict, b: dict) -> list[tuple[np.ndarray, np.ndarray]]:
-    if sorted(a) != sorted(b):
-        raise ValueError(f"arms are not paired: seeds {sorted(a)} vs {sorted(b)}")
-    return [(a[s], b[s]) for s in sorted(a)]
-
-
-def difference(a: dict, b: dict) -> dict:
-    """Mean over seeds of a - b per query, hierarchical interval (seeds, then queries)."""
-    return intervals.hierarchical([x - y for x, y in paired(a, b)])
+difference = intervals.hierarchical_diff  # {seed: items} per arm, paired by (seed, item)
 
 
 def ratio(a: dict, b: dict) -> dict:
-    """mean(a) / mean(b), paired by (seed, query), with the hierarchical delta-method interval."""
-    return intervals.hierarchical_ratio(paired(a, b), "the dense reranker scores 0 on every query: no ratio")
+    """Mean NDCG of a / mean NDCG of b, paired by (seed, query)."""
+    return intervals.hierarchical_ratio(a, b, "the dense reranker scores 0 on every query: no ratio")
 
 
 def choose_keep(ladder: dict, rungs: dict, share: float) -> tuple[str, dict]:

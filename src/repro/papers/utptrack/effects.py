@@ -27,22 +27,12 @@ def per_sequence(evals: dict, variant: str, mode: str = "finetuned") -> dict[int
     return {s: np.asarray(m[mode]["per_sequence_auc"], float) for s, m in sorted(evals[variant].items())}
 
 
-def paired(a: dict, b: dict) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The two arms' per-sequence AUCs seed by seed; they must share seeds and sequences."""
-    if list(a) != list(b) or any(a[s].shape != b[s].shape for s in a):
-        raise ValueError(f"arms are not paired: seeds {list(a)} vs {list(b)}, sequences per seed "
-                         f"{[x.size for x in a.values()]} vs {[y.size for y in b.values()]}")
-    return [(a[s], b[s]) for s in a]
-
-
-def difference(a: dict, b: dict) -> dict:
-    """Mean AUC of a minus b over seeds x sequences, paired by (seed, sequence)."""
-    return intervals.hierarchical([x - y for x, y in paired(a, b)])
+difference = intervals.hierarchical_diff  # {seed: items} per arm, paired by (seed, item)
 
 
 def ratio(a: dict, b: dict) -> dict:
-    """Mean AUC of a / mean AUC of b, paired by (seed, sequence) (intervals.hierarchical_ratio)."""
-    return intervals.hierarchical_ratio(paired(a, b), "the baseline's AUC is 0 on every sequence: no ratio")
+    """Mean AUC of a / mean AUC of b, paired by (seed, sequence)."""
+    return intervals.hierarchical_ratio(a, b, "the baseline's AUC is 0 on every sequence: no ratio")
 
 
 def _by_seed(evals: dict, variant: str, mode: str, get) -> list:
