@@ -192,3 +192,11 @@ def test_paper_report_and_index(tmp_path, monkeypatch):
     (summary / "fig.png").write_bytes(b"\x89PN")  # a damaged input: the report names it
     with pytest.raises(integrity.IntegrityError, match="fig.png: sha256"):
         render.paper_report("pruninginfersim", "mini", summary, [summary], out)
+
+
+def test_seeds_items_table_cells():
+    e = iv.hierarchical([[0.2] * 10, [0.4] * 10, [0.6] * 10])
+    row = vd.seeds_items_table([("a - b", e), ("c", iv.unmeasured("no runs"))], "questions")
+    assert row[0].startswith("| effect | value [95% CI, seeds x questions] | 95% CI, questions only |")
+    assert row[2].startswith("| a - b | 0.400 [") and row[2].endswith("| [0.400, 0.400] | 3 | 30 |")
+    assert row[3] == "| c | n/a (no runs) | [n/a, n/a] | 0 | n/a |"

@@ -55,6 +55,25 @@ def fmt_number(x, spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def fmt_ci(e: dict, spec: str = ".3f") -> str:
+    """A report-table cell: value [lo, hi] of an effect, or n/a with the reason it was not measured."""
+    if e["value"] is None:
+        return f"n/a ({e.get('reason', 'not measured')})"
+    lo, hi = e["ci"]
+    return f"{e['value']:{spec}} [{fmt_number(lo, spec)}, {fmt_number(hi, spec)}]"
+
+
+def seeds_items_table(rows: list[tuple[str, dict]], items: str) -> list[str]:
+    """Markdown rows of hierarchical effects (intervals.hierarchical): the seeds x items interval, the
+    items-only interval (seeds held fixed), and the counts; `items` names them (questions, ...)."""
+    lines = [f"| effect | value [95% CI, seeds x {items}] | 95% CI, {items} only | seeds | items |",
+             "|---|---|---|---|---|"]
+    for label, e in rows:
+        lo, hi = e.get("ci_items", [None, None])
+        lines.append(f"| {label} | {fmt_ci(e)} | [{fmt_number(lo, '.3f')}, {fmt_number(hi, '.3f')}] | "
+                     f"{e['n']} | {e.get('n_items', 'n/a')} |")
+    return lines
+
 def fmt_effect(e: dict) -> str:
     if e["unit"] in ("exact", "by design"):
         return f"{fmt(e['value'])} ({e['unit']}{', measured from the run' if e['unit'] == 'by design' else ''})"

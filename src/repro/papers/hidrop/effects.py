@@ -16,7 +16,7 @@ import numpy as np
 
 from repro.core import timing
 from repro.report import intervals
-from repro.report.verdicts import fmt_number
+from repro.report.verdicts import fmt_ci, seeds_items_table
 
 
 def per_item(evals: dict, arm: str) -> dict[int, np.ndarray]:
@@ -116,13 +116,6 @@ def decide(evals: dict, speed: dict, roles: dict, sweep_pairs: list[list[str]], 
 # ---------------------------------------------------------------- report tables
 
 
-def _ci(e: dict, spec: str = ".3f") -> str:
-    if e["value"] is None:
-        return f"n/a ({e.get('reason', 'not measured')})"
-    lo, hi = e["ci"]
-    return f"{e['value']:{spec}} [{fmt_number(lo, spec)}, {fmt_number(hi, spec)}]"
-
-
 def seeds_section(seeds: list[int]) -> list[str]:
     return ["## What the seeds vary", "",
             "- `pretrain` (every weight, every visual token, captions + questions): one run with the workflow "
@@ -142,13 +135,8 @@ def effects_section(m: dict) -> list[str]:
             ("H1 accuracy vanilla - blind", h1["vanilla_minus_blind"]),
             ("H3 accuracy HiDrop - PDrop (HiDrop's budget)", h3["hidrop_minus_pdrop"]),
             *((f"HiDrop - {n}", e) for n, e in h3["hidrop_minus"].items())]
-    lines = ["## Claim effects (paired by seed and question)", "",
-             "| effect | value [95% CI, seeds x questions] | 95% CI, questions only | seeds | items |",
-             "|---|---|---|---|---|"]
-    for label, e in rows:
-        items = e.get("ci_items", [None, None])
-        lines.append(f"| {label} | {_ci(e)} | [{fmt_number(items[0], '.3f')}, {fmt_number(items[1], '.3f')}] | "
-                     f"{e['n']} | {e.get('n_items', 'n/a')} |")
+    lines = ["## Claim effects (paired by seed and question)", ""]
+    lines += seeds_items_table(rows, "questions")
     lines += ["", f"- H1 compression (by design, counted in the forward): {h1['compression']['value']:.1%} "
               f"({h1['compression']['note']}).",
               f"- H3 budgets, measured: HiDrop {h3['budget_hidrop']:.2f}, PDrop {h3['budget_pdrop']:.2f} visual "
@@ -165,7 +153,7 @@ def arms_section(m: dict) -> list[str]:
              "|---|---|---|" + "---|" * len(kinds) + "---|---|---|---|"]
     for name, r in m["arms"].items():
         a = r["accuracy"]
-        lines.append(f"| {name} | {a['mean']:.3f} ± {a['std']:.3f} | {_ci(r['ratio_to_vanilla'])} | "
+        lines.append(f"| {name} | {a['mean']:.3f} ± {a['std']:.3f} | {fmt_ci(r['ratio_to_vanilla'])} | "
                      + " | ".join(f"{r['by_kind'][k]:.3f}" for k in kinds)
                      + f" | {r['average']:.2f} | {r['compression']:.1%} | "
                      + " ".join(str(v) for v in r["per_layer"]) + f" | {r['flops_relative']:.3f} |")
@@ -178,7 +166,7 @@ def sweep_section(m: dict) -> list[str]:
              "HiDrop - PDrop [95% CI] |", "|---|---|---|---|---|---|"]
     for r in m["h3"]["sweep"]:
         lines.append(f"| {r['hidrop']} | {r['pdrop']} | {r['budget_hidrop']:.2f} / {r['budget_pdrop']:.2f} | "
-                     f"{_ci(r['accuracy_hidrop'])} | {_ci(r['accuracy_pdrop'])} | {_ci(r['difference'])} |")
+                     f"{fmt_ci(r['accuracy_hidrop'])} | {fmt_ci(r['accuracy_pdrop'])} | {fmt_ci(r['difference'])} |")
     return lines + [""]
 
 
@@ -190,10 +178,10 @@ def speed_section(m: dict) -> list[str]:
              "| path | arm | ms (median) | speedup [95% CI] | FLOP ratio | pairs | timing |", "|---|---|---|---|---|---|---|"]
     for what, cell in m["speed"].items():
         c = cell["control"]
-        lines.append(f"| {what} | A/A control | {1000 * c['seconds']:.1f} | {_ci(c)} | 1 | {c['n']} | "
+        lines.append(f"| {what} | A/A control | {1000 * c['seconds']:.1f} | {fmt_ci(c)} | 1 | {c['n']} | "
                      f"{'stable' if c['stable'] else 'UNSTABLE'} |")
         for name, e in cell["arms"].items():
-            lines.append(f"| {what} | {name} | {1000 * e['seconds']:.1f} | {_ci(e)} | {e['flop_ratio']:.2f} | "
+            lines.append(f"| {what} | {name} | {1000 * e['seconds']:.1f} | {fmt_ci(e)} | {e['flop_ratio']:.2f} | "
                          f"{e['n']} | {'unstable: ' + e['unstable'] if e.get('unstable') else 'stable'} |")
     return lines + [""]
 

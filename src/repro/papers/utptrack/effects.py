@@ -16,7 +16,7 @@ import numpy as np
 
 from repro.core import timing
 from repro.report import intervals
-from repro.report.verdicts import fmt_number
+from repro.report.verdicts import fmt_ci, fmt_number, seeds_items_table
 
 SCORES = ("auc", "precision", "norm_precision")
 MODES = ("finetuned", "training_free")
@@ -141,13 +141,6 @@ def decide(evals: dict, latency: dict, roles: dict, histories: dict | None = Non
 # ---------------------------------------------------------------- report tables
 
 
-def _ci(e: dict, spec: str = ".3f") -> str:
-    lo, hi = e["ci"]
-    if e["value"] is None:
-        return f"n/a ({e.get('reason', 'not measured')})"
-    return f"{e['value']:{spec}} [{fmt_number(lo, spec)}, {fmt_number(hi, spec)}]"
-
-
 DESIGN = [
     "## Design, as amended (issue 16: each claim gets a real signal)", "",
     "- Fine-tuning follows the public code's schedule: a constant learning rate with one 10x drop at 80% of the "
@@ -187,13 +180,8 @@ def effects_section(m: dict) -> list[str]:
             ("U2 unified - search-only AUC", u2["unified_minus_search_only"]),
             ("U2 unified - template-only AUC", u2["unified_minus_template_only"]),
             ("U3 token-type aware - unaware AUC", u3["aware_minus_unaware"])]
-    lines = ["## Claim effects (fine-tuned unless noted; paired by seed and sequence)", "",
-             "| effect | value [95% CI, seeds x sequences] | 95% CI, sequences only | seeds | items |",
-             "|---|---|---|---|---|"]
-    for label, e in rows:
-        items = e.get("ci_items", [None, None])
-        lines.append(f"| {label} | {_ci(e)} | [{fmt_number(items[0], '.3f')}, {fmt_number(items[1], '.3f')}] | "
-                     f"{e['n']} | {e.get('n_items', 'n/a')} |")
+    lines = ["## Claim effects (fine-tuned unless noted; paired by seed and sequence)", ""]
+    lines += seeds_items_table(rows, "sequences")
     trace = u1["tokens_per_block"]
     lines += ["", f"- U1 tokens pruned, measured in the forward (by design): block mean "
               f"{u1['tokens_pruned_block_mean']['value']:.1%} (the claim's figure: tokens each block read, so pruning "
@@ -241,7 +229,7 @@ def variants_section(m: dict, keep: dict) -> list[str]:
         ratios = "/".join(fmt_number(k.get(mod), ".2f") if mod in k else "-" for mod in ("ce", "dte", "ste"))
         a, t = r["auc"], r["tokens_pruned"]
         lines.append(f"| {r['variant']} | {r['mode']} | {ratios} | {a['mean']:.3f} ± {a['std']:.3f} (n={a['n']}) | "
-                     f"{_ci(r['relative_auc'])} | {r['precision']:.3f} | {r['norm_precision']:.3f} | "
+                     f"{fmt_ci(r['relative_auc'])} | {r['precision']:.3f} | {r['norm_precision']:.3f} | "
                      f"{t['block_mean']:.1%} / {t['final']:.1%} | {r['macs'] / 1e6:.1f} | {r['macs_relative']:.3f} | "
                      f"{r['template_updates']:.1f} |")
     return lines + [""]
@@ -264,10 +252,10 @@ def latency_section(lat: dict) -> list[str]:
     for batch, cell in lat.items():
         batch_size = int(batch[1:])
         ctrl = cell["control"]
-        lines.append(f"| {batch_size} | A/A control | {1000 * ctrl['seconds'] / batch_size:.2f} | {_ci(ctrl)} | "
+        lines.append(f"| {batch_size} | A/A control | {1000 * ctrl['seconds'] / batch_size:.2f} | {fmt_ci(ctrl)} | "
                      f"{ctrl['n']} | {'stable' if ctrl['stable'] else 'UNSTABLE'} |")
         for name, e in cell["variants"].items():
-            lines.append(f"| {batch_size} | {name} | {1000 * e['seconds'] / batch_size:.2f} | {_ci(e)} | {e['n']} | "
+            lines.append(f"| {batch_size} | {name} | {1000 * e['seconds'] / batch_size:.2f} | {fmt_ci(e)} | {e['n']} | "
                          f"{'unstable: ' + e['unstable'] if e.get('unstable') else 'stable'} |")
     return lines + [""]
 
