@@ -7,9 +7,11 @@ MR = PARAMS["minireranker"][PROFILE]
 MR_FORMATS = ["query_first", "document_first", "vision_first"]
 
 data = stage("minireranker", "data", reads=["data"], mem_mb=3000)
-embed = stage("minireranker", "embed", input={"data": data}, reads=["embedder", "rerank"], mem_mb=3000, gpu=True)
-pretrain = stage("minireranker", "pretrain", input={"embed": embed}, reads=["formats", "model", "pretrain"],
-                 mem_mb=3000, gpu=True)
+# embed and pretrain run alone on the chain's critical path: two threads each
+embed = stage("minireranker", "embed", input={"data": data}, reads=["embedder", "rerank"], threads=2, mem_mb=3000,
+              gpu=True)
+pretrain = stage("minireranker", "pretrain", input={"data": data, "embed": embed}, reads=["formats", "model", "pretrain"],
+                 threads=2, mem_mb=3000, gpu=True)
 finetune = stage("minireranker", "finetune", input={"data": data, "embed": embed, "model": pretrain},
                  each=product(format=MR_FORMATS, seed=MR["seeds"]), reads=["formats", "finetune"], mem_mb=3000,
                  gpu=True)

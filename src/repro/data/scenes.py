@@ -190,13 +190,17 @@ def sample_item(rng: np.random.Generator, kind: str, objects: tuple[int, int], s
 
 def render_split(key: tuple[int, ...], n: int, source: dict):
     """A `datasets.Dataset` of n rows, question kinds in equal shares (cycled), a pure function of key."""
-    import datasets
-
     rng = np.random.default_rng(key)
     kinds = source.get("kinds", list(KINDS))
     rows = [sample_item(rng, kinds[i % len(kinds)], tuple(source["objects"]), source["image_size"],
                         source.get("adversarial", 0.5)) for i in range(n)]
-    s = source["image_size"]
+    return to_dataset(rows, source["image_size"])
+
+
+def to_dataset(rows: list[dict], s: int):
+    """VQA rows (image, question, answer, kind, scene) of s x s images -> a `datasets.Dataset`."""
+    import datasets
+
     features = datasets.Features({"image": datasets.Array3D((s, s, 3), "uint8"), "question": datasets.Value("string"),
                                   "answer": datasets.Value("string"), "kind": datasets.Value("string"),
                                   "scene": datasets.Value("string")})

@@ -6,7 +6,8 @@ e.g. a measured GEMM taxonomy), `says` the spec's wording. Against an interval [
 - reproduced: the whole interval satisfies `op value`;
 - not reproduced: the whole interval violates it;
 - inconclusive: it straddles the threshold (with how much narrower it would have to be), there is no
-  interval (one sample), or the timing job's A/A control says the timing was unstable;
+  interval (one sample), the timing job's A/A control says the timing was unstable, or the effect is
+  marked `unmet`: a precondition the spec sets for judging it (a model's quality window, say) failed;
 - not checkable: the params say, in advance and with a reason (`not_checkable:`), that this scale
   cannot decide the check. An effect the analysis failed to measure in this run is inconclusive.
 A claim is not reproduced when any check is, else inconclusive when any is, else not checkable when
@@ -139,6 +140,9 @@ def decide_check(check: dict, metrics: dict) -> dict:
         reason += f"; by design: {e.get('note', 'fixed by configuration')}"
     if e.get("unstable"):
         return {**row, "verdict": INCONCLUSIVE, "reason": f"timing unstable: {e['unstable']} (the effect alone: {reason})"}
+    if e.get("unmet"):
+        return {**row, "verdict": INCONCLUSIVE,
+                "reason": f"precondition not met: {e['unmet']} (the effect alone: {reason})"}
     if verdict == INCONCLUSIVE:
         k = narrower_by(e, t)
         row["narrower_by"] = k

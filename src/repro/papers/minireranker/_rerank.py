@@ -87,8 +87,16 @@ def pair_batches(corpus: Corpus, batch_size: int, stream: Sequence[int], positiv
     return next_batch
 
 
+def freeze_vision(model, t: dict) -> None:
+    """With `t.freeze_vision`, the vision tower and its grid positions stay as they are (LLaVA keeps
+    its CLIP encoder frozen; here it is the embedder's image tower), the projector and the LLM train."""
+    for x in (*model.vision.parameters(), model.pos):
+        x.requires_grad_(not t.get("freeze_vision", False))
+
+
 def finetune(model, arm: Arm, tok: Tokens, corpus: Corpus, t: dict, stream: Sequence[int], desc: str) -> list[float]:
     """Train the reranker under `arm` on yes/no cross-entropy (AdamW, warm-up + cosine)."""
+    freeze_vision(model, t)
     model.to(device()).train()
     return train_causal_lm(Scorer(model, arm, tok), pair_batches(corpus, t["batch_size"], stream),
                            steps=t["steps"], lr=t["lr"], warmup=t["warmup"], weight_decay=t["weight_decay"],

@@ -25,76 +25,8 @@ import json
 import numpy as np
 
 from repro.core.stage import StageContext, main
-from repro.data.scenes import COLOURS, SHAPES, SIZES, relation, render, sample_scene
-
-KINDS = ("attribute", "position", "relation", "count")
-SIDES = {"left": lambda o: o["x"] < 1 / 3, "right": lambda o: o["x"] > 2 / 3,
-         "top": lambda o: o["y"] < 1 / 3, "bottom": lambda o: o["y"] > 2 / 3}
-REL_TEXT = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
-
-
-def _is(o: dict, c: str, s: str) -> bool:
-    return o["colour"] == c and o["shape"] == s
-
-
-def holds(scene: list[dict], p: dict) -> bool:
-    """The predicate's truth on a scene: the exact relevance label."""
-    kind = p["kind"]
-    if kind == "attribute":
-        return any(_is(o, p["colour"], p["shape"]) and o["size"] == p["size"] for o in scene)
-    if kind == "position":
-        return any(_is(o, p["colour"], p["shape"]) and SIDES[p["side"]](o) for o in scene)
-    if kind == "relation":
-        return any(_is(a, *p["a"]) and _is(b, *p["b"]) and relation(a, b) == p["rel"]
-                   for i, a in enumerate(scene) for j, b in enumerate(scene) if i != j)
-    if kind == "count":
-        return sum(o["colour"] == p["colour"] for o in scene) == p["n"]
-    raise ValueError(f"unknown query kind {kind!r} (expected one of {KINDS})")
-
-
-def text(p: dict) -> str:
-    kind = p["kind"]
-    if kind == "attribute":
-        return f"a {p['size']} {p['colour']} {p['shape']}"
-    if kind == "position":
-        return f"a {p['colour']} {p['shape']} on the {p['side']}"
-    if kind == "relation":
-        return f"a {p['a'][0]} {p['a'][1]} {REL_TEXT[p['rel']]} a {p['b'][0]} {p['b'][1]}"
-    return f"{p['n']} {p['colour']} objects"
-
-
-def sample_predicate(rng: np.random.Generator, scene: list[dict], kind: str) -> dict | None:
-    """A predicate of `kind` that the scene satisfies (None when it cannot: a relation needs two
-    objects, a position an object in an outer third)."""
-    o = scene[rng.integers(len(scene))]
-    if kind == "attribute":
-        return {"kind": kind, "size": o["size"], "colour": o["colour"], "shape": o["shape"]}
-    if kind == "position":
-        sides = [s for s, inside in SIDES.items() if inside(o)]
-        return None if not sides else {"kind": kind, "colour": o["colour"], "shape": o["shape"],
-                                       "side": sides[rng.integers(len(sides))]}
-    if kind == "relation":
-        if len(scene) < 2:
-            return None
-        i, j = rng.choice(len(scene), size=2, replace=False)
-        a, b = scene[i], scene[j]
-        return {"kind": kind, "a": [a["colour"], a["shape"]], "b": [b["colour"], b["shape"]], "rel": relation(a, b)}
-    return {"kind": kind, "colour": o["colour"], "n": sum(x["colour"] == o["colour"] for x in scene)}
-
-
-def hard_negative(rng: np.random.Generator, scene: list[dict], p: dict, tries: int = 50) -> list[dict] | None:
-    """The scene with one attribute of one object changed so that the predicate fails (None if no
-    such single change was found)."""
-    values = {"colour": list(COLOURS), "shape": list(SHAPES), "size": list(SIZES)}
-    for _ in range(tries):
-        i, attr = rng.integers(len(scene)), list(values)[rng.integers(3)]
-        other = [v for v in values[attr] if v != scene[i][attr]]
-        edited = [dict(o) for o in scene]
-        edited[i][attr] = other[rng.integers(len(other))]
-        if not holds(edited, p):
-            return edited
-    return None
-
+from repro.data.scenes import render, sample_scene
+from repro.papers.minireranker._queries import KINDS, hard_negative, holds, sample_predicate, text
 
 def build(source: dict, seed: int) -> tuple[list[dict], list[dict]]:
     """(documents {scene, render_seed, source}, queries {predicate, text, kind, split, relevant})."""

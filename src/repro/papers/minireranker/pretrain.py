@@ -1,9 +1,12 @@
 """Stage 3: the reranker's image-first pre-training. The tiny MLLM (repro.models.mllm) starts, with
 `model.init_vision: embedder`, from the first stage's contrastively trained image tower (as MLLMs
-start from a CLIP-style ViT) and learns single-word VQA answers on scenes laid out [bos][image][question] (the order MLLMs are pre-trained
-on), so that the vision-first format has a VQA-style alignment to build on. One run, with the
-workflow's seed; every format and seed fine-tunes from it. At `paper` (a pre-trained backbone) it
-runs 0 steps and only stores the assembled model."""
+start from a CLIP-style ViT; `freeze_vision` keeps it fixed, as LLaVA keeps CLIP) and learns
+single-word VQA answers on scenes laid out [bos][image][question], the order MLLMs are pre-trained
+on, so that the vision-first format has a VQA-style alignment to build on. The questions: the scene
+questions of `source` (repro.data.scenes) and, with `predicates`, "is there <query> ?" about fresh
+scenes (`_queries.predicate_questions`; a validation or test query's text is never asked). One run,
+with the workflow's seed; every format and seed fine-tunes from it. At `paper` (a pre-trained
+backbone) it runs 0 steps and only stores the assembled model."""
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,7 +19,8 @@ from repro.data.scenes import images_to_tensor, load_scene_set
 from repro.models import checkpoint
 from repro.models.mllm import build_mllm
 from repro.models.training import tail_mean, train_causal_lm
-from repro.papers.minireranker._rerank import device, tokens, vocab
+from repro.papers.minireranker._queries import predicate_questions
+from repro.papers.minireranker._rerank import device, freeze_vision, tokens, vocab
 from repro.papers.minireranker.method import Arm, layout, visual_kept
 
 
@@ -46,6 +50,17 @@ def vision_from_embedder(model, folder) -> None:
     model.pos.data.copy_(state["pos"][0, 1:])
 
 
+def with_predicates(rows, source: dict, data, seed: int):
+    """The scene VQA splits with the predicate questions of `_queries.predicate_questions` added
+    (`source.splits`: rows per split), never asking a validation or test query's text."""
+    import datasets
+
+    queries = datasets.load_from_disk(str(data / "queries"))
+    held_out = {t for t, s in zip(queries["text"], queries["split"]) if s != "train"}
+    return {name: datasets.concatenate_datasets([rows[name], predicate_questions((seed, 5, code), n, source, held_out)])
+            for code, (name, n) in enumerate(source["splits"].items())}
+
+
 def run(ctx: StageContext) -> dict:
     p, t = ctx.params, ctx.params["pretrain"]
     v = vocab()
@@ -54,11 +69,14 @@ def run(ctx: StageContext) -> dict:
     model = build_mllm(p["model"], len(v))
     if p["model"].get("init_vision") == "embedder":
         vision_from_embedder(model, ctx.inputs["embed"] / "embedder")
+    freeze_vision(model, t)
     model.to(device())
     vqa = VQA(model, tok)
     out = {"steps": t["steps"], "params": sum(x.numel() for x in model.parameters())}
     if t["steps"]:
         rows = load_scene_set(t["source"], ctx.seed)
+        if t.get("predicates"):
+            rows = with_predicates(rows, t["predicates"], ctx.inputs["data"], ctx.seed)
         train, held = (rows[s].with_format("numpy")[:] for s in ("train", "val"))
         enc = lambda split: [v.encode(q) for q in split["question"]]  # noqa: E731
         train_ids, held_ids = enc(train), enc(held)
