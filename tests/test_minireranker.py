@@ -370,6 +370,19 @@ def test_ndcg_mrr_hit_on_a_hand_computed_ranking():
     assert _rerank.ndcg_at([0, 0], 0) == 0.0
 
 
+def test_reference_ndcg_is_the_ceiling_and_the_random_order_expectation():
+    import itertools
+
+    candidates, relevant = [10, 11, 12, 13, 14], {10, 13, 99}  # 99: missed by the first stage
+    ref = _rerank.reference_ndcg(candidates, relevant, k=3)
+    ideal = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert ref["sorted"] == pytest.approx((1 + 1 / math.log2(3)) / ideal)
+    orders = [_rerank.ranking_metrics(list(o), candidates, relevant, k=3)["ndcg10"]
+              for o in itertools.permutations(range(5))]
+    assert ref["shuffled"] == pytest.approx(np.mean(orders))
+    assert max(orders) == pytest.approx(ref["sorted"])
+
+
 # ---------------------------------------------------------------- claims: null and clear effects
 
 SEEDS, QUERIES = [0, 1, 2], 40
@@ -407,7 +420,7 @@ def cost(share: float, time_pairs: dict) -> dict:
 
 FAST = {"baseline_s": [1.0, 1.02, 0.98, 1.0, 1.01], "variant_s": [0.004, 0.0041, 0.0039, 0.004, 0.0042]}
 SLOW = {"baseline_s": [1.0, 1.02, 0.98, 1.0, 1.01], "variant_s": [0.03, 0.031, 0.029, 0.03, 0.032]}
-EMBED = {"test": {"ndcg10": 0.2, "mrr": 0.3, "hit1": 0.1, "recall": 0.5}}
+EMBED = {"test": {"ndcg10": 0.2, "mrr": 0.3, "hit1": 0.1, "recall": 0.5, "ndcg10_sorted": 0.9, "ndcg10_shuffled": 0.1}}
 SELECTION = {"exit": 4, "band": [1, 2], "n_layers": 8}
 
 

@@ -125,6 +125,16 @@ def ranking_metrics(scores: Sequence[float], candidates: Sequence[int], relevant
     return {"ndcg10": ndcg_at(rel, len(relevant), k), "mrr": reciprocal_rank(rel), "hit1": float(rel[0])}
 
 
+def reference_ndcg(candidates: Sequence[int], relevant: set, k: int = 10) -> dict:
+    """What reranking these candidates can score: `sorted` (relevant first, the ceiling of any
+    reranker) and `shuffled` (the expectation over uniformly random orders: each of the top k
+    slots holds a relevant candidate with probability m / K)."""
+    rel = [int(d in relevant) for d in candidates]
+    share = sum(rel) / len(rel)
+    return {"sorted": ndcg_at(sorted(rel, reverse=True), len(relevant), k),
+            "shuffled": ndcg_at([share] * min(k, len(rel)), len(relevant), k)}
+
+
 # ---------------------------------------------------------------- reranking a split
 
 

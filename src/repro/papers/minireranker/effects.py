@@ -148,7 +148,9 @@ def report_tables(m: dict, cost: dict, seeds: list, embed: dict, params: dict | 
              "VQA pre-training and the choices of L_e and the band (select, one seed) are shared. Intervals: "
              "means over seeds; ratios paired over seeds x queries.", "",
              f"First stage (embedder): NDCG@10 {embed['test']['ndcg10']:.3f}, MRR {embed['test']['mrr']:.3f}, "
-             f"Hit@1 {embed['test']['hit1']:.3f}, recall@K {embed['test']['recall']:.3f}.", "",
+             f"Hit@1 {embed['test']['hit1']:.3f}, recall@K {embed['test']['recall']:.3f}. Reranking its candidates "
+             f"scores NDCG@10 {embed['test']['ndcg10_shuffled']:.3f} in random order (expected) and "
+             f"{embed['test']['ndcg10_sorted']:.3f} sorted by relevance (the ceiling).", "",
              "| arm | NDCG@10 | MRR | Hit@1 | NDCG@10 / dense | val NDCG@10 |", "|---|---|---|---|---|---|"]
     for name, r in m["rows"].items():
         val = f"{r['val_ndcg10']:.3f}" if "val_ndcg10" in r else ""

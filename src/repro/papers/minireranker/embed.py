@@ -1,7 +1,8 @@
 """Stage 2: the first stage. A dual-encoder embedder (ViT with a CLS token + a text transformer)
 trained with InfoNCE on the train queries (each query against its positive, the batch's other
 positives and one random non-relevant document), then: every query's top-K documents by cosine similarity (the
-candidates the reranker reranks), the first stage's own NDCG@10 / MRR / Hit@1 per query, and every
+candidates the reranker reranks), the first stage's own NDCG@10 / MRR / Hit@1 per query (beside what
+reranking its candidates can score: in random order and sorted by relevance), and every
 document's visual-token scores for pruning (the last block's CLS->patch attention: query-agnostic).
 One run, with the workflow's seed: every reranker arm and seed reranks the same candidates."""
 import numpy as np
@@ -12,7 +13,7 @@ from repro.core.stage import StageContext, main
 from repro.data.scenes import images_to_tensor
 from repro.models import checkpoint
 from repro.models.training import tail_mean, train_causal_lm
-from repro.papers.minireranker._rerank import device, load_corpus, ranking_metrics, vocab
+from repro.papers.minireranker._rerank import device, load_corpus, ranking_metrics, reference_ndcg, vocab
 from repro.papers.minireranker.method import DualEncoder
 
 
@@ -65,9 +66,11 @@ def run(ctx: StageContext) -> dict:
     for split in ("val", "test"):
         rows = {str(q): {**ranking_metrics(list(range(k, 0, -1)), list(candidates[q]), corpus.queries[q]["relevant"]),
                          "recall": len(set(candidates[q].tolist()) & corpus.queries[q]["relevant"])
-                         / len(corpus.queries[q]["relevant"])}
+                         / len(corpus.queries[q]["relevant"]),
+                         **{f"ndcg10_{o}": x for o, x in reference_ndcg(list(candidates[q]), corpus.queries[q]["relevant"]).items()}}
                 for q in corpus.split(split)}
-        out[split] = {**{m: float(np.mean([r[m] for r in rows.values()])) for m in ("ndcg10", "mrr", "hit1", "recall")},
+        out[split] = {**{m: float(np.mean([r[m] for r in rows.values()]))
+                         for m in ("ndcg10", "mrr", "hit1", "recall", "ndcg10_sorted", "ndcg10_shuffled")},
                       "per_query": rows}
     return out
 
