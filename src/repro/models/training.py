@@ -71,6 +71,7 @@ def sft_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int, max_len: in
         ids[i, :len(seq)], lab[i, :len(target)], mask[i, :len(seq)] = torch.tensor(seq), torch.tensor(target), 1
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
+
 def tail_mean(values: list[float], fraction: float = 0.1) -> float | None:
     """Mean of the last `fraction` of per-step values (one step is too noisy to report)."""
     return statistics.mean(values[-max(1, int(len(values) * fraction)):]) if values else None

@@ -26,7 +26,8 @@ HOW_TO_READ = (
     "from the run). **reproduced**: the whole interval satisfies the check; **not reproduced**: the whole "
     "interval violates it; **inconclusive**: the interval straddles the threshold (the reason says how "
     "much narrower it would have to be), there is one sample only, the timing job's A/A control was "
-    "unstable, a precondition the spec sets for judging the effect failed, or the analysis could not measure the effect in this run (it says why); **not checkable**: "
+    "unstable, a precondition the spec sets for judging the effect failed, or the analysis could not "
+    "measure the effect in this run (it says why); **not checkable**: "
     "the params say in advance, with a reason, that this scale cannot decide it. The forest plot draws "
     "every check on its own scale, threshold at 0 and the claim's side to the right.")
 

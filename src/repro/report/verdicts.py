@@ -75,6 +75,7 @@ def seeds_items_table(rows: list[tuple[str, dict]], items: str) -> list[str]:
                      f"{e['n']} | {e.get('n_items', 'n/a')} |")
     return lines
 
+
 def fmt_effect(e: dict) -> str:
     if e["unit"] in ("exact", "by design"):
         return f"{fmt(e['value'])} ({e['unit']}{', measured from the run' if e['unit'] == 'by design' else ''})"

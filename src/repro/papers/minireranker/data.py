@@ -28,6 +28,7 @@ from repro.core.stage import StageContext, main
 from repro.data.scenes import render, sample_scene
 from repro.papers.minireranker._queries import KINDS, hard_negative, holds, sample_predicate, text
 
+
 def build(source: dict, seed: int) -> tuple[list[dict], list[dict]]:
     """(documents {scene, render_seed, source}, queries {predicate, text, kind, split, relevant})."""
     rng = np.random.default_rng([seed, 1])

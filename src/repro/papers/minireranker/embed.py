@@ -64,11 +64,12 @@ def run(ctx: StageContext) -> dict:
     atomic_write_json(ctx.out / "history.json", {"train_loss": losses})
     out = {"steps": len(losses), "train_loss_last": tail_mean(losses), "candidates": k}
     for split in ("val", "test"):
-        rows = {str(q): {**ranking_metrics(list(range(k, 0, -1)), list(candidates[q]), corpus.queries[q]["relevant"]),
-                         "recall": len(set(candidates[q].tolist()) & corpus.queries[q]["relevant"])
-                         / len(corpus.queries[q]["relevant"]),
-                         **{f"ndcg10_{o}": x for o, x in reference_ndcg(list(candidates[q]), corpus.queries[q]["relevant"]).items()}}
-                for q in corpus.split(split)}
+        rows = {}
+        for q in corpus.split(split):
+            cands, relevant = list(candidates[q]), corpus.queries[q]["relevant"]
+            rows[str(q)] = {**ranking_metrics(list(range(k, 0, -1)), cands, relevant),
+                            "recall": len(set(cands) & relevant) / len(relevant),
+                            **{f"ndcg10_{o}": x for o, x in reference_ndcg(cands, relevant).items()}}
         out[split] = {**{m: float(np.mean([r[m] for r in rows.values()]))
                          for m in ("ndcg10", "mrr", "hit1", "recall", "ndcg10_sorted", "ndcg10_shuffled")},
                       "per_query": rows}
