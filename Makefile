@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
-.PHONY: setup reproduce smoke test test-unit ui report snapshot restore verify-results metrics plots clean
+.PHONY: setup reproduce replicate smoke test test-unit ui report snapshot restore verify-results metrics plots clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ setup: $(BIN)/.installed
 
 reproduce: setup
 	$(SMK) --config profile=$(PROFILE)
+
+# the same claims on a disjoint seed set (params/config.yaml replicate_offset; same data and test items)
+# into results/<profile>-seeds<offset>/ and reports/<profile>-seeds<offset>/, then both verdicts side by
+# side (agreement.md there; its last line: verdict agreement: K of N claims)
+REPLICATE_OFFSET = $(shell sed -n 's/^replicate_offset: *\([0-9]*\).*/\1/p' params/config.yaml)
+replicate: setup
+	$(SMK) --config profile=$(PROFILE)
+	$(SMK) --config profile=$(PROFILE) seed_offset=$(REPLICATE_OFFSET)
+	$(BIN)/python -m repro.report.compare --replicate $(PROFILE)
 
 smoke: setup
 	$(SMK) --config profile=smoke
@@ -56,6 +65,8 @@ metrics: setup
 plots: setup
 	$(BIN)/dvc plots show -o reports/$(PROFILE)/dvc-plots $$(find results/$(PROFILE) -path '*/analysis/*.png' | sort)
 
+# during a run only the UI starts (the workflow's flusher logs the jobs live; `flush` then just waits
+# until it has created the store); after one, `flush` logs anything still queued
 ui: setup
 	$(BIN)/python -m repro.core.tracking flush
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

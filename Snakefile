@@ -24,5 +24,5 @@ include: "workflow/rules/dvc.smk"
 
 rule all:
     input:
-        f"reports/{PROFILE}/index.md",
+        f"reports/{RUN}/index.md",
     default_target: True

@@ -184,7 +184,7 @@ def test_gemm_flops_and_recorder():
 def test_timing_identical_callables_give_an_interval_holding_one():
     import time
 
-    from repro.core.timing import AA, control, interleaved
+    from repro.core.timing import AA, interleaved
     from repro.report.intervals import speedup
 
     work = lambda: time.sleep(0.004)  # noqa: E731  (sleeps: a duration the machine's load barely moves)
@@ -194,7 +194,7 @@ def test_timing_identical_callables_give_an_interval_holding_one():
     for _ in range(3):
         pairs = interleaved(work, {AA: work}, pairs=12, warmup=1, flush_mb=1)
         assert len(pairs[AA]["baseline_s"]) == len(pairs[AA]["variant_s"]) == 12
-        aa = control(speedup(pairs[AA]))
+        aa = speedup(pairs[AA])
         assert aa["n"] == 12
         intervals.append(aa["ci"])
         if aa["ci"][0] <= 1.0 <= aa["ci"][1]:
@@ -350,3 +350,137 @@ def test_sft_batch_puts_the_loss_on_the_target_only():
     assert short["input_ids"].tolist() == [[1, 2, 0, 0], [1, 3, 2, 4]]
     assert short["labels"].tolist() == [[-100, 2, -100, -100], [-100, -100, 2, 4]]
     assert torch.equal(short["attention_mask"], torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]))
+
+
+def _write_effect(ctx):
+    (ctx.out / "table.md").write_text("| effect |\n")
+    return {"p1": {"effect": {"value": 0.12, "ci": [0.05, 0.2], "n": 3, "unit": "seeds"}}}
+
+
+def test_an_edited_number_in_metrics_json_is_refused_naming_the_file(tmp_path):
+    """metrics.json carries a digest of its metrics block: flipping an effect's sign (or truncating
+    the file) is named by every reader, like a truncated checkpoint."""
+    from repro.core import integrity, snapshot
+
+    producer = tmp_path / "analysis"
+    _stage(_write_effect, producer)
+    path = producer / "metrics.json"
+    data = json.loads(path.read_text())
+    recorded = data["provenance"]["metrics_sha256"]
+    assert recorded == integrity.metrics_sha256(data["metrics"]) and integrity.problems(producer) == []
+    data["metrics"]["p1"]["effect"]["value"] = -0.12
+    path.write_text(json.dumps(data, indent=2))
+    named = rf"{path}: metrics block sha256 \w{{16}}\.\.\. but its job recorded {recorded[:16]}\.\.\."
+    with pytest.raises(SystemExit, match=named):  # a job reading the folder
+        _stage(lambda ctx: {}, tmp_path / "report", "--input", f"summary={producer}")
+    with pytest.raises(integrity.IntegrityError, match=named):  # the report (integrity.verify)
+        integrity.verify(producer)
+    with pytest.raises(SystemExit, match=named):  # `make snapshot`
+        snapshot.verify_trees([tmp_path])
+    with pytest.raises(SystemExit):  # `make verify-results`: exit 1
+        integrity.main([str(tmp_path)])
+    path.write_text(path.read_text()[:100])
+    (bad,) = integrity.problems(producer)
+    assert bad.startswith(f"{path}: not valid JSON (") and "truncated or damaged after its job wrote it" in bad
+
+
+def test_snapshot_moves_the_dvc_record_as_yaml(tmp_path):
+    """The record `dvc add` writes beside a folder moves to snapshots/ with its path rewritten, also
+    where YAML quotes the name (the old text replace left such a record pointing nowhere)."""
+    import yaml
+
+    from repro.core.snapshot import move_record
+
+    target = tmp_path / "results" / "smoke" / "true"
+    target.mkdir(parents=True)
+    beside = target.with_name("true.dvc")
+    beside.write_text("outs:\n- md5: 0123abcd.dir\n  size: 3\n  nfiles: 1\n  hash: md5\n  path: 'true'\n")
+    record = tmp_path / "snapshots" / "smoke" / "results.true.dvc"
+    record.parent.mkdir(parents=True)
+    move_record(beside, record, target)
+    out = yaml.safe_load(record.read_text())["outs"]
+    assert out == [{"md5": "0123abcd.dir", "size": 3, "nfiles": 1, "hash": "md5", "path": "../../results/smoke/true"}]
+    assert not beside.exists()
+    beside.write_text("outs:\n- md5: 0123abcd.dir\n  path: other\n")
+    with pytest.raises(SystemExit, match=rf"{beside}: key 'outs': expected one entry with path 'true'"):
+        move_record(beside, record, target)
+
+
+def test_hash_seed_is_set_in_the_jobs_environment_not_by_the_job(monkeypatch):
+    """PYTHONHASHSEED only acts at interpreter start: the rule's shell command sets it, seeding
+    does not pretend to."""
+    from repro.core.seeding import seed_everything
+
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    seed_everything(3)
+    assert "PYTHONHASHSEED" not in os.environ
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    out = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--printshellcmds", "--forceall",
+                          "results/smoke/mem2evolve/data", "--config", "profile=smoke", "seed=5"],
+                         cwd=rc.REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "PYTHONHASHSEED=5 " in out.stdout and "-m repro.papers.mem2evolve.data" in out.stdout
+
+
+def test_cosine_schedule_is_transformers_min_lr_cosine_with_warmup_one_step_ahead():
+    """Why the hand-written schedule stays: transformers' cosine ends at 0 and its warm-up starts at
+    lr 0; the min-lr variant matches ours after the warm-up (to 1e-12) and lags it one step during it."""
+    import torch
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    from repro.models.training import cosine_lr
+
+    steps, warmup = 40, 5
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, warmup, steps, min_lr_rate=0.1)
+    theirs = [sched.lr_lambdas[0](s) for s in range(steps + 1)]
+    ours = [cosine_lr(s, steps, warmup) for s in range(steps + 1)]
+    assert max(abs(a - b) for a, b in zip(ours[warmup:], theirs[warmup:])) < 1e-12
+    assert ours[:warmup] == theirs[1:warmup + 1] and theirs[0] == 0.0
+    assert ours[-1] == pytest.approx(0.1)
+
+
+def _pins(text: str, package: str) -> set[str]:
+    import re
+
+    return set(re.findall(rf"(?<![\w-]){re.escape(package)}==([\w.]+)", text))
+
+
+def test_torch_is_pinned_to_one_version_everywhere():
+    files = ["Makefile", "pyproject.toml", "environment.yml", "workflow/envs/repro.yml", "README.md"]
+    found = {f: _pins((rc.REPO_ROOT / f).read_text(), "torch") for f in files}
+    assert all(found.values()), found  # every install path pins it
+    assert len(set().union(*found.values())) == 1, found
+
+
+def test_every_imported_package_is_pinned_where_it_is_used():
+    """src imports: pinned dependencies; imports by tests alone: the `test` extra (not installed by
+    `pip install .`)."""
+    import ast
+    import re
+    import tomllib
+    from importlib import metadata
+
+    def imported(folder):
+        names = set()
+        for path in (rc.REPO_ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names.add(node.module.split(".")[0])
+        local = {p.stem for p in (rc.REPO_ROOT / folder).glob("*.py")} | {"repro"}
+        return {n for n in names if n not in sys.stdlib_module_names and n not in local}
+
+    def norm(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    project = tomllib.loads((rc.REPO_ROOT / "pyproject.toml").read_text())["project"]
+    main = {norm(d.split("==")[0]) for d in project["dependencies"]}
+    test = {norm(d.split("==")[0]) for d in project["optional-dependencies"]["test"]}
+    assert all("==" in d for d in project["dependencies"] + project["optional-dependencies"]["test"])
+    dists = {m: {norm(d) for d in ds} for m, ds in metadata.packages_distributions().items()}
+    src, tests = imported("src"), imported("tests")
+    assert not [m for m in src if not dists[m] & main], "imported by src/ but not pinned in dependencies"
+    assert not [m for m in tests - src if not dists[m] & test], "imported by tests only, not in the test extra"
+    assert not [m for m in tests - src if dists[m] & main], "imported by tests only, pinned in dependencies"

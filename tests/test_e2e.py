@@ -64,8 +64,12 @@ def test_reports_and_metrics(smoke_repo):
             assert m["provenance"]["profile"] == "smoke" and m["provenance"]["seed"] == 0
             assert m["provenance"]["paper"] == paper
         assert (smoke_repo / f"reports/smoke/{paper}/forest.png").stat().st_size > 1000
+        assert "## Controls" in report
         for claim in claims:  # every check shows its effect with an interval (or says why not)
             assert claim["verdict"] in VERDICTS and claim["checks"]
+            assert claim["regime"] in ("met", "not reached", "none") and f"### {claim['id']}:" in report
+            if claim["regime"] == "not reached":  # no decided verdict stands on a failed regime
+                assert claim["verdict"] == "inconclusive" and claim["reason"].startswith("regime not reached")
             for check in claim["checks"]:
                 assert {"value", "ci", "n", "unit"} <= set(check["effect"]) and check["reason"]
     assert (smoke_repo / "reports/smoke/forest.png").stat().st_size > 1000

@@ -1,6 +1,8 @@
 """Mem2Evolve: the DSL task generator, the program search, both memories (tool gate, deduplication,
-demotion, experience prior), the leak audit, Pass@1, the claim decisions; the paper-profile code path
-on a local task file and a tiny local checkpoint."""
+demotion, mining and recruitment in every arm with assets, experience prior), the leak audit with
+planted leaks, held-out repeats, Pass@1, the claim decisions (regimes, seed A/A controls, V2's static
+control); the paper-profile code path on a local task file and a tiny local checkpoint."""
+import collections
 import copy
 import json
 import random
@@ -13,6 +15,7 @@ from conftest import run_stage
 
 from repro.core import config as rc
 from repro.data.programs import CATEGORIES, PRIMITIVES, execute, generate_tasks, redundant, well_typed
+from repro.papers.mem2evolve import agent as agent_stage
 from repro.papers.mem2evolve import effects, method
 from repro.papers.mem2evolve.method import Agent, AssetMemory, ExperienceMemory, Task, Trajectory
 from repro.report.verdicts import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, evaluate_claims
@@ -98,9 +101,9 @@ def test_a_tool_that_fails_is_demoted_and_no_longer_recruited():
     for i in range(3):
         demoted = mem.record(traj(False, [bad.name, "sort"], [good.name, bad.name]))
         assert demoted == ([bad.name] if i == 2 else [])
-    assert (good.wins, good.fails, good.tries, bad.fails) == (1, 0, 4, 3)
+    assert (good.wins, good.fails, good.tries, bad.fails) == (1, 0, 4, 3) and good.wins_in == {"lists": 1}
     assert not bad.active and good.active
-    assert mem.recruit("L", "L", 8, lambda t: 0) == [good]
+    assert mem.recruit("L", "L", "lists", 8) == [good]
     # its behaviour is free again: the same composition may be proposed anew later
     assert mem.propose(("odds", "dbl"), [[[3, 2], [6]]], "lists", 5)[1] == "kept"
 
@@ -120,31 +123,72 @@ def test_experience_prior_generalises_successes_and_diagnoses_failures():
     for i in range(6):  # failures: the solutions are longer than what the search reached
         exp.add(Trajectory(f"f{i}", "lists", False, ["rev"], ["rev"], 0.0, 200))
     assert exp.length_weights("lists", [1, 2, 3, 4])[3] > lw[3]
-    assert exp.support(("evens", "sort")) == 1 and exp.support(("sort", "evens")) == 0
 
 
-def test_full_agent_mines_recurring_parts_with_tests_from_the_visible_traces():
-    mem_p = {**MINI["memory"], "min_support": 2}
-    agent = Agent(True, True, MINI["search"], mem_p)
+def solved(agent, program, inputs, tid, category="lists"):
+    """Let `agent` learn that `program` solved task `tid` (visible examples from `inputs`)."""
+    task = hand_task(program, inputs, tid, category)
+    agent.learn(task, Trajectory(tid, category, True, list(program), list(program), 1.0, 3))
+    return task
+
+
+@pytest.mark.parametrize("experience", [False, True])
+def test_every_arm_with_assets_mines_recurring_parts_with_tests_from_the_visible_traces(experience):
+    # issue 32: mining belongs to the Asset Memory, so asset-only mines as the full arm does (the old
+    # code mined only with experience)
+    agent = Agent(experience, True, MINI["search"], {**MINI["memory"], "min_support": 2})
     rng = random.Random(0)
     inputs = [[rng.randint(-9, 9) for _ in range(6)] for _ in range(3)]
-    first = hand_task(["evens", "sort", "rev"], inputs, "a")
-    agent.learn(first, Trajectory("a", "lists", True, ["evens", "sort", "rev"], ["evens", "sort", "rev"], 1.0, 3))
+    solved(agent, ["evens", "sort", "rev"], inputs, "a")
     assert [t.body for t in agent.assets.tools.values()] == [("evens", "sort", "rev")]
-    second = hand_task(["evens", "sort", "tail", "cumsum"], inputs, "b")
-    traj = Trajectory("b", "lists", True, ["evens", "sort", "tail", "cumsum"], ["evens", "sort", "tail", "cumsum"], 1.0, 9)
-    agent.experience.add(traj)  # as learn() does before it mines: the part now recurs in two successes
-    cands = dict(agent.tool_candidates(second, traj))
-    assert set(cands) == {("evens", "sort", "tail", "cumsum"), ("evens", "sort")}
-    assert cands[("evens", "sort")] == [[x, execute(["evens", "sort"], x)] for x in inputs]
-    assets_only = Agent(False, True, MINI["search"], mem_p)
-    assert [c for c, _ in assets_only.tool_candidates(second, traj)] == [("evens", "sort", "tail", "cumsum")]
+    solved(agent, ["evens", "sort", "tail", "cumsum"], inputs, "b")
+    tools = {t.body: t for t in agent.assets.tools.values()}
+    assert set(tools) == {("evens", "sort", "rev"), ("evens", "sort", "tail", "cumsum"), ("evens", "sort")}
+    part = tools[("evens", "sort")]
+    assert (part.source, part.span) == ("b", (0, 2))
+    # its tests were the visible traces: the value before the part and after it
+    assert method.passes(part.body, [[x, execute(["evens", "sort"], x)] for x in inputs])
+
+
+def test_asset_only_recruits_by_category_as_the_full_arm_does():
+    # issue 32: the home-category bonus and the per-category record are asset metadata; the old
+    # asset-only arm ranked by global win rate and ignored the category
+    mem_p = MINI["memory"]
+    rng = random.Random(1)
+    inputs = [[rng.randint(-9, 9) for _ in range(6)] for _ in range(3)]
+    ranked = {}
+    for experience in (False, True):
+        agent = Agent(experience, True, MINI["search"], mem_p)
+        solved(agent, ["evens", "sort", "rev"], inputs, "x", "list_stats")  # a tool at home in list_stats
+        solved(agent, ["uniq", "sort", "tail"], inputs, "y", "lists")  # one at home in lists
+        win = [t for t in agent.assets.tools.values() if t.category == "list_stats"][0]
+        for _ in range(2):  # the list_stats tool wins twice, but in list_stats only
+            agent.assets.record(Trajectory("z", "list_stats", True, [win.name], [], 1.0, 1, {win.name}))
+        ranked[experience] = [t.body for t in agent.assets.recruit("L", "L", "lists", 8)]
+        assert ranked[experience][0] == ("uniq", "sort", "tail")  # home bonus beats wins elsewhere
+        assert [t.body for t in agent.assets.recruit("L", "L", "list_stats", 8)][0] == ("evens", "sort", "rev")
+    assert ranked[False] == ranked[True]
+
+
+def test_heldout_tasks_that_repeat_a_stream_program_are_measured():
+    # issue 32: a repeat is the same composition, not the same outputs
+    programs = {"stream": [{"task_id": "s0", "program": '["sort"]', "motifs": 1},
+                           {"task_id": "s1", "program": '["evens", "sort"]', "motifs": 1}],
+                "heldout": [{"task_id": "h0", "program": '["sort"]', "motifs": 1},
+                            {"task_id": "h1", "program": '["sort", "evens"]', "motifs": 2},
+                            {"task_id": "h2", "program": '["evens", "sort"]', "motifs": 1},
+                            {"task_id": "h3", "program": '["rev"]', "motifs": 1}]}
+    r = effects.repeats(programs)
+    assert (r["share"], r["repeated"], r["single_motif_share"], r["distinct_programs"]) == (0.5, ["h0", "h2"], 0.75, 4)
+    # the generator does produce repeats at mini's mix (a quarter or more of the held-out tasks)
+    rows = generate_tasks({**SOURCE, "stream_per_category": 20, "heldout_per_category": 10}, 0)
+    assert effects.repeats(rows)["share"] > 0.25
 
 
 def clean_run(source=SOURCE):
     rows = generate_tasks(source, 0)
-    tasks = {r["task_id"]: {"visible": json.loads(r["visible"]), "hidden": json.loads(r["hidden"])}
-             for rs in rows.values() for r in rs}
+    tasks = {r["task_id"]: {"split": split, "visible": json.loads(r["visible"]), "hidden": json.loads(r["hidden"]),
+                            "program": r["program"]} for split, rs in rows.items() for r in rs}
     agent = Agent(True, True, MINI["search"], MINI["memory"])
     for r in rows["stream"]:
         t = Task(r["task_id"], r["category"], r["in_type"], r["out_type"], r["description"], json.loads(r["visible"]))
@@ -152,8 +196,12 @@ def clean_run(source=SOURCE):
     return rows, tasks, agent
 
 
-def test_no_hidden_test_output_reaches_a_memory_and_a_constructed_leak_is_caught():
-    _, tasks, agent = clean_run()
+def as_task(r):
+    return Task(r["task_id"], r["category"], r["in_type"], r["out_type"], r["description"], json.loads(r["visible"]))
+
+
+def test_leak_audit_passes_a_clean_run_and_catches_planted_leaks():
+    rows, tasks, agent = clean_run()
     assert agent.experience.entries and agent.assets.tools
     assert method.audit(agent.experience, agent.assets, tasks) == []
     # leak 1: an outcome taken from the judge (hidden tests) instead of the visible examples
@@ -167,7 +215,30 @@ def test_no_hidden_test_output_reaches_a_memory_and_a_constructed_leak_is_caught
                   and json.dumps(v["hidden"][0][1]) not in {json.dumps(y) for _, y in v["visible"]})
     leaky_assets = copy.deepcopy(agent.assets)
     next(iter(leaky_assets.tools.values())).category = t["hidden"][0][1]
-    assert [v for v in method.audit(agent.experience, leaky_assets, tasks) if v.startswith(f"{tid}: hidden value")]
+    assert [v for v in method.audit(agent.experience, leaky_assets, tasks) if v.startswith(f"{tid}: ")]
+
+
+def test_leak_audit_catches_learning_from_heldout_tasks_and_their_target_programs():
+    # issue 32: the old audit checked values only, so an agent that learned from the held-out tasks'
+    # visible examples (or a tool copied from a held-out target program) passed it
+    rows, tasks, agent = clean_run()
+    leaky = copy.deepcopy(agent)
+    for r in rows["heldout"]:  # the backward pass run on held-out tasks
+        t = as_task(r)
+        leaky.learn(t, leaky.solve(t, 100, random.Random(r["task_id"]))[0])
+    found = method.audit(leaky.experience, leaky.assets, tasks)
+    assert any("experience entry: learned from 'heldout-" in v for v in found)
+    assert any(v.startswith("logged solution") and "not a stream task" in v for v in found)
+    # a held-out target program planted as a tool that claims a stream task as its source
+    held = next(r for r in rows["heldout"] if r["depth"] >= 2)
+    body = tuple(json.loads(held["program"]))
+    planted = copy.deepcopy(agent.assets)
+    planted.tools["T999"] = method.Tool("T999", body, *method.types_of(body), held["category"], 0,
+                                        rows["stream"][0]["task_id"], (0, len(body)))
+    found = method.audit(agent.experience, planted, tasks)
+    assert any(v.startswith("tool T999") for v in found)
+    planted.tools["T999"].source = held["task_id"]
+    assert any("its target program" in v for v in method.audit(agent.experience, planted, tasks))
 
 
 def test_effect_helpers_on_hand_cases():
@@ -176,61 +247,147 @@ def test_effect_helpers_on_hand_cases():
     assert effects.curve([1, 0, 1, 1, 0, 0], 3) == [0.5, 1.0, 0.0]
     assert effects.drawdown([0.2, 0.6, 0.3, 0.5, 0.1]) == pytest.approx(0.5)
     assert effects.drawdown([0.1, 0.2, 0.3]) == 0.0
+    assert agent_stage.snapshot_points(300, 4) == [0, 100, 200, 300]
 
 
 ARMS = ("static", "experience", "asset", "full")
+CALIBRATION = {"budget": 100, "static_pass": 0.45, "static_pass_by_budget": {"100": 0.45}, "target": [0.3, 0.5],
+               "by_category": {}, "by_depth": {}, "deeper_than_search": 0.2}
+ANALYSIS_P = {"analysis": {"curve_blocks": 10, "drawdown_blocks": 5}, "runs": {"heldout_snapshots": 2}}
 
 
-def simulated_runs(heldout: dict[str, float], growth: dict[str, float], wobble: dict[str, float] | None = None,
-                   tasks: int = 120, online: int = 150, seed: int = 0, mirror: bool = False) -> dict:
-    """Each (order, seed) run shares one draw of task difficulty across arms; an arm passes a held-out
-    task when the task's draw is below its rate; its online Pass@1 rises linearly by `growth` over the
-    stream and oscillates with amplitude `wobble`."""
+def simulated(heldout: dict[str, float], growth: dict[str, float], wobble: dict[str, float] | None = None,
+              seeds=range(5), orders: int = 3, tasks: int = 120, online: int = 150, drift: float = 0.0,
+              tools_online: int = 3, leak: int = 0, seed: int = 0, flat: bool = False) -> tuple[dict, list, dict]:
+    """Runs of every arm on `seeds` and the static arm on A/A seeds. Within one (seed, order) the arms
+    share the draws of task difficulty; an arm passes a held-out task when its draw is below the arm's
+    rate; online Pass@1 rises by `growth` (and by `drift` for every arm: a stream that gets easier)
+    and oscillates with amplitude `wobble`. `flat`: palindromic online draws, so a flat arm's slope is
+    exactly 0. Returns (runs, aa runs, programs)."""
     rng, wobble = np.random.default_rng(seed), wobble or {}
-    runs = {a: [] for a in ARMS}
-    for order in range(5):
-        for s in range(2):
-            u_held, u_on, phase = rng.random(tasks), rng.random(online), rng.random() * 6
-            if mirror:  # a palindrome: the least-squares slope of every run is exactly 0
+    ids = [f"h{i}" for i in range(tasks)]
+    programs = {"stream": [{"task_id": f"s{i}", "program": json.dumps([f"p{i % 40}"]), "motifs": 1} for i in range(80)],
+                "heldout": [{"task_id": t, "program": json.dumps([f"p{i % 60}"]), "motifs": 1 + i % 2}
+                            for i, t in enumerate(ids)]}
+
+    def one(arm, s, draws):
+        items, per_order = [], []
+        for o, (u_held, u_on, phase) in enumerate(draws):
+            p_on = (0.4 + (growth.get(arm, 0.0) + drift) * np.linspace(0, 1, online)
+                    + wobble.get(arm, 0.0) * np.sin(np.arange(online) / 4.0 + phase))
+            base = {"order": o, "category": "lists", "solved_visible": True, "demoted": [], "active_tools": 0,
+                    "tools_from_other_category": 0}
+            items += [{**base, "phase": "online", "position": i, "task_id": f"o{i}", "passed": bool(u_on[i] < p_on[i]),
+                       "kept": ["T"] * (tools_online if arm in ("asset", "full") and i == 0 else 0), "tools_used": []}
+                      for i in range(online)]
+            items += [{**base, "phase": "heldout", "position": i, "task_id": t, "passed": bool(u_held[i] < heldout[arm]),
+                       "kept": [], "tools_used": ["T0"] if arm in ("asset", "full") and i % 3 == 0 else []}
+                      for i, t in enumerate(ids)]
+            items += [{**base, "phase": "transfer", "position": 0, "task_id": "x0", "passed": True, "kept": [],
+                       "tools_used": []}]
+            per_order.append({"order": o, "tools_created": tools_online, "tools_active": tools_online, "proposals": {},
+                              "heldout_targets_in_memory": 0, "heldout_pass": 0.0})
+        return {"arm": arm, "seed": s, "items": items, "orders": per_order, "audit_violations": leak,
+                "audit_examples": ["planted"] * leak}
+
+    def draws():
+        out = []
+        for _ in range(orders):
+            u_on = rng.random(online)
+            if flat:
                 u_on = np.concatenate([u_on[:online // 2], u_on[:online // 2][::-1]])
-            for a in ARMS:
-                p_on = (0.4 + growth.get(a, 0.0) * np.linspace(0, 1, online)
-                        + wobble.get(a, 0.0) * np.sin(np.arange(online) / 4.0 + phase))
-                items = ([{"phase": "online", "task_id": f"o{i}", "passed": bool(u_on[i] < p_on[i])} for i in range(online)] +
-                         [{"phase": "heldout", "task_id": f"h{i}", "passed": bool(u_held[i] < heldout[a])} for i in range(tasks)])
-                runs[a].append({"arm": a, "order": order, "seed": s, "items": items})
-    return runs
+            out.append((rng.random(tasks), u_on, rng.random() * 6))
+        return out
+
+    runs = {a: [] for a in ARMS}
+    for s in seeds:
+        d = draws()
+        for a in ARMS:
+            runs[a].append(one(a, s, d))
+    aa = [one("static", 100 + s, draws()) for s in seeds]
+    return runs, aa, programs
 
 
-def verdicts(runs):
-    m = {"v1": {name: effects.paired_heldout(runs, a, b) for name, (a, b) in effects.PAIRS.items()}}
-    full, asset = runs["full"], {effects.key(r): r for r in runs["asset"]}
-    dd = [effects.drawdown(effects.curve(effects.online(r), 10)) for r in full]
-    dd_a = [effects.drawdown(effects.curve(effects.online(asset[effects.key(r)]), 10)) for r in full]
-    m["v2"] = {"full_slope": effects.mean_ci([effects.slope(effects.online(r)) for r in full]),
-               "drawdown_full_minus_asset": effects.paired_diff(dd, dd_a)}
-    checks = [c for v in evaluate_claims(rc.load_paper("mem2evolve")["claims"], m) for c in v["checks"]]
-    return {c["metric"]: c["verdict"] for c in checks}
+def decided(runs, aa, programs, claims=None):
+    m = effects.decide(runs, aa, CALIBRATION, programs, ANALYSIS_P)
+    out = {}
+    for v in evaluate_claims(claims or rc.load_paper("mem2evolve")["claims"], m):
+        out[v["id"]] = v
+        out.update({c["metric"]: c["verdict"] for c in v["checks"]})
+    return m, out
+
+
+def test_effects_are_paired_by_seed_with_orders_nested():
+    runs, aa, programs = simulated({a: 0.45 for a in ARMS}, {}, seeds=range(4), orders=3)
+    m, _ = decided(runs, aa, programs)
+    e = m["v1"]["full_minus_asset"]
+    # seeds are the unit (the old analysis counted orders x seeds as independent runs)
+    assert e["n"] == 4 and e["n_items"] == 120 and e["n_clusters"] == 60 and m["v2"]["slope_full_minus_static"]["n"] == 4
+    assert m["repeats"]["share"] == pytest.approx(80 / 120) and m["v1_novel"]["full_minus_asset"]["n_items"] == 40
 
 
 def test_null_effects_are_not_reproduced():
     # identical arms on identical draws and flat online curves (slopes 0 up to rounding)
-    v = verdicts(simulated_runs({a: 0.45 for a in ARMS}, {}, mirror=True))
-    assert all(x in (NOT_REPRODUCED, INCONCLUSIVE) for x in v.values()), v
+    m, v = decided(*simulated({a: 0.45 for a in ARMS}, {}, flat=True))
+    checks = {k: x for k, x in v.items() if "." in k}
+    assert all(x in (NOT_REPRODUCED, INCONCLUSIVE) for x in checks.values()), checks
+    assert v["V1"]["regime"] == v["V2"]["regime"] == "met"
     # zero-width intervals on 0, which "> 0" and "< 0" reject
     assert v["v1.full_minus_asset"] == v["v2.drawdown_full_minus_asset"] == NOT_REPRODUCED
     # the order reversed, and a falling full arm that oscillates more than asset-only
-    v = verdicts(simulated_runs({"static": 0.6, "experience": 0.5, "asset": 0.4, "full": 0.3},
-                                {"full": -0.3}, {"full": 0.3}))
-    assert all(x == NOT_REPRODUCED for x in v.values()), v
+    _, v = decided(*simulated({"static": 0.6, "experience": 0.5, "asset": 0.4, "full": 0.3}, {"full": -0.3},
+                              {"full": 0.3}))
+    assert all(v[k] == NOT_REPRODUCED for k in ("v1.full_minus_asset", "v1.asset_minus_experience",
+                                                 "v1.experience_minus_static", "v2.slope_full_minus_static",
+                                                 "v2.drawdown_full_minus_asset")), v
 
 
 def test_clear_effects_are_reproduced():
-    v = verdicts(simulated_runs({"static": 0.3, "experience": 0.45, "asset": 0.6, "full": 0.75},
-                                {"full": 0.4}, {"asset": 0.3}))
-    assert set(v) == {"v1.full_minus_asset", "v1.asset_minus_experience", "v1.experience_minus_static",
-                      "v2.full_slope", "v2.drawdown_full_minus_asset"}
-    assert all(x == REPRODUCED for x in v.values()), v
+    m, v = decided(*simulated({"static": 0.3, "experience": 0.45, "asset": 0.6, "full": 0.75}, {"full": 0.4},
+                              {"asset": 0.3}))
+    assert v["V1"]["verdict"] == v["V2"]["verdict"] == REPRODUCED, (v["V1"]["reason"], v["V2"]["reason"])
+    assert m["controls"]["seed_aa"]["passed"] and m["controls"]["seed_aa_slope"]["passed"]
+
+
+def test_v2_slope_is_taken_against_the_static_arm():
+    # issue 32: a stream that gets easier lifts every arm's slope; the old check (the full arm's slope
+    # > 0) called that growth, the static arm's slope removes it
+    m, v = decided(*simulated({"static": 0.3, "experience": 0.45, "asset": 0.6, "full": 0.75}, {}, {"asset": 0.3},
+                              drift=0.4))
+    assert m["v2"]["full_slope"]["ci"][0] > 0 and m["v2"]["static_slope"]["ci"][0] > 0
+    assert v["v2.slope_full_minus_static"] != REPRODUCED
+
+
+def test_failed_regimes_make_claims_inconclusive_whatever_the_checks_say():
+    clear = ({"static": 0.3, "experience": 0.45, "asset": 0.6, "full": 0.75}, {"full": 0.4}, {"asset": 0.3})
+    # V1: the static arm solves nearly everything (no room for the paper's gain)
+    _, v = decided(*simulated({"static": 0.9, "experience": 0.93, "asset": 0.96, "full": 0.99}, *clear[1:]))
+    assert v["V1"]["regime"] == "not reached" and v["V1"]["verdict"] == INCONCLUSIVE
+    assert v["V1"]["checks_verdict"] == REPRODUCED
+    # V2: the online stream never changes the memory (no tool added)
+    _, v = decided(*simulated(*clear, tools_online=0))
+    assert v["V2"]["regime"] == "not reached" and v["V2"]["verdict"] == INCONCLUSIVE
+    assert v["V2"]["checks_verdict"] == REPRODUCED
+
+
+def test_a_leak_found_by_the_audit_fails_every_claims_regime():
+    # issue 32: the audit's count reaches the metrics (the old job wrote a constant 0)
+    m, v = decided(*simulated({"static": 0.3, "experience": 0.45, "asset": 0.6, "full": 0.75}, {"full": 0.4},
+                              {"asset": 0.3}, leak=2))
+    assert m["audit"] == {"clean": False, "violations": 2 * 25, "examples": ["planted"] * 20}
+    assert all(v[c]["verdict"] == INCONCLUSIVE and "leak audit" in v[c]["reason"] for c in ("V1", "V2"))
+
+
+def test_a_failed_seed_aa_control_makes_the_claims_inconclusive():
+    runs, aa, programs = simulated({"static": 0.3, "experience": 0.45, "asset": 0.6, "full": 0.75}, {"full": 0.4},
+                                   {"asset": 0.3})
+    for r in aa:  # A/A seeds that solve more: a broken seed control
+        for x in r["items"]:
+            if x["phase"] == "heldout":
+                x["passed"] = x["passed"] or x["task_id"] in {f"h{i}" for i in range(0, 120, 2)}
+    m, v = decided(runs, aa, programs)
+    assert not m["controls"]["seed_aa"]["passed"] and v["V1"]["verdict"] == INCONCLUSIVE
+    assert "seed_aa" in v["V1"]["reason"] and v["V2"]["verdict"] == REPRODUCED
 
 
 def test_bad_params_are_rejected_naming_file_and_key(tmp_path):
@@ -271,15 +428,15 @@ def paper_setup(tmp_path):
     sec["proposer"] = {**sec["proposer"], "pretrained": str(tmp_path / "ckpt"), "dtype": "float32"}
     sec["search"].update(budget_grid=[10, 20], static_target=[0.0, 1.0])
     sec["memory"]["init_tasks"] = 2
-    sec["runs"] = {"orders": [0, 1], "seeds": [0]}
-    sec["analysis"]["curve_blocks"] = 2
+    sec["runs"] = {"seeds": [0, 1], "aa_seeds": [100, 101], "orders": 2, "heldout_snapshots": 3}
+    sec["analysis"].update(curve_blocks=2, drawdown_blocks=2)
     path = tmp_path / "mem2evolve.yaml"
     path.write_text(yaml.safe_dump(params))
     return tmp_path, path
 
 
 def test_paper_profile_chain_on_local_task_file_and_checkpoint(paper_setup):
-    from repro.papers.mem2evolve import _llm, agent, analysis, calibrate, data
+    from repro.papers.mem2evolve import _llm, analysis, calibrate, data
 
     tmp, path = paper_setup
     r = tmp / "results"
@@ -293,19 +450,28 @@ def test_paper_profile_chain_on_local_task_file_and_checkpoint(paper_setup):
     task = Task("x", "lists", "L", "L", "lists", [[[1, 2], [2, 1]]])
     w = llm(task, PRIMS | {"T0": ("evens", "sort")})
     assert set(w) == set(PRIMS) | {"T0"} and np.mean(list(w.values())) == pytest.approx(1.0)
-    inputs = [("calibrate", r / "calibrate")]
-    for arm in ARMS:
-        for order in (0, 1):
-            out = r / "agent" / arm / str(order) / "seed0"
-            m = run_stage("mem2evolve", agent, path, out, ["search", "memory", "proposer", "arms"],
-                          [("data", r / "data"), ("calibrate", r / "calibrate")],
-                          [("arm", arm), ("order", str(order)), ("seed", "0")])
-            items = json.loads((out / "items.json").read_text())
-            assert m["audit_violations"] == 0 and m["budget"] == 20
-            assert [x["phase"] for x in items].count("online") == 10 and len(items) == 20
-            inputs.append((f"agent_{arm}_{order}_seed0", out))
-    m = run_stage("mem2evolve", analysis, path, r / "analysis", ["search", "memory", "analysis"], inputs)
-    assert m["v1"]["full_minus_asset"]["n"] == 2 and m["v1"]["full_minus_asset"]["n_items"] == 12
-    assert set(m["arms"]) == set(ARMS)
+    inputs = [("data", r / "data"), ("calibrate", r / "calibrate")]
+    jobs = [(arm, seed) for arm in ARMS for seed in (0, 1)] + [("static", 100), ("static", 101)]
+    for arm, seed in jobs:
+        out = r / "agent" / arm / f"seed{seed}"
+        m = run_stage("mem2evolve", agent_stage, path, out, ["search", "memory", "proposer", "arms", "runs"],
+                      [("data", r / "data"), ("calibrate", r / "calibrate")], [("arm", arm), ("seed", str(seed))])
+        items = json.loads((out / "items.json").read_text())
+        assert m["audit_violations"] == 0 and m["budget"] == 20 and len(m["orders"]) == 2
+        phases = collections.Counter((x["order"], x["phase"]) for x in items)
+        assert phases[0, "online"] == phases[1, "online"] == 10 and phases[1, "heldout"] == 6
+        # frozen snapshots of the memories solve the held-out set during the stream (memoryless: once)
+        assert phases[0, "snapshot1"] == (0 if arm == "static" else 6)
+        inputs.append((f"agent_{arm}_seed{seed}", out))
+    # determinism: the same params and seed give the same records
+    again = r / "again"
+    run_stage("mem2evolve", agent_stage, path, again, ["search", "memory", "proposer", "arms", "runs"],
+              [("data", r / "data"), ("calibrate", r / "calibrate")], [("arm", "full"), ("seed", "1")])
+    assert (again / "items.json").read_text() == (r / "agent" / "full" / "seed1" / "items.json").read_text()
+    m = run_stage("mem2evolve", analysis, path, r / "analysis", ["search", "memory", "runs", "analysis"], inputs)
+    assert m["v1"]["full_minus_asset"]["n"] == 2 and m["v1"]["full_minus_asset"]["n_items"] == 6
+    assert set(m["arms"]) == set(ARMS) and m["aa_seeds"] == [100, 101] and m["audit"]["clean"]
+    assert m["controls"]["seed_aa"]["kind"] == "seed A/A"
     assert (r / "analysis" / "online_curves.png").stat().st_size > 1000
+    assert (r / "analysis" / "heldout_curves.png").stat().st_size > 1000
     assert "## V1: held-out Pass@1 differences" in (r / "analysis" / "tables.md").read_text()

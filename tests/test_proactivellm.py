@@ -14,6 +14,7 @@ import yaml
 from conftest import run_stage
 
 from repro.core import config as rc
+from repro.report import intervals as iv
 from repro.papers.proactivellm import _synth as synth, effects, method
 from repro.papers.proactivellm._task import WordTokenizer, batch, encode
 from repro.streaming.latency import al, al_reference, laal
@@ -382,13 +383,13 @@ def test_curve_frontier_interpolation_and_knots():
 WAITK_AL, WAITK_Q = np.array([2.0, 4, 6, 8]), np.array([0.2, 0.5, 0.7, 0.78])
 
 
-def constructed_runs(seeds, head_shift, noise, entropy=(0.6, 0.6, 0.6), v3_read_all=0.8, attention_shift=None,
-                     chunk_shift=0.0, dip=None):
+def constructed_runs(seeds, head_shift, noise, entropy=(0.6, 0.6, 0.6), v3_read_all=0.95, attention_shift=None,
+                     chunk_shift=0.0, dip=None, v0_read_all=0.95, head_al=(3.0, 5, 7)):
     """{arm: {seed: evaluate metrics}}: per seed a wait-k curve, a fixed-chunk curve `chunk_shift`
-    above it, V3 heads at AL 3, 5, 7 lying `head_shift` above it (`dip`: (index, shift) of one head
+    above it, V3 heads at AL `head_al` lying `head_shift` above it (`dip`: (index, shift) of one head
     point moved), entropy AUROC of V0, V2, V3 around `entropy`, all with per-seed noise."""
     runs = {arm: {} for arm in ("v0", "v1", "v2", "v3", "v4")}
-    head_al = np.array([3.0, 5, 7])
+    head_al = np.asarray(head_al, float)
     for s in seeds:
         rng = np.random.default_rng(s)
         jitter = lambda n: rng.normal(0, noise, n)  # noqa: E731
@@ -396,15 +397,15 @@ def constructed_runs(seeds, head_shift, noise, entropy=(0.6, 0.6, 0.6), v3_read_
         v3 = pts("read_all", [10], [v3_read_all]) + pts("oracle", [3], [0.8])
         v3 += pts("chunk", WAITK_AL + jitter(4), WAITK_Q + chunk_shift + jitter(4))
         for h in effects.HEADS:
-            shift = np.full(3, attention_shift if h == "attention" and attention_shift is not None else head_shift)
+            shift = np.full(len(head_al), attention_shift if h == "attention" and attention_shift is not None else head_shift)
             if dip is not None:
                 shift[dip[0]] = dip[1]
-            v3 += pts(h, head_al + jitter(3), on_waitk + shift + jitter(3))
+            v3 += pts(h, head_al + jitter(len(head_al)), on_waitk + shift + jitter(len(head_al)))
         au = [e + n for e, n in zip(entropy, jitter(3))]
         full = lambda e: {"entropy": e, "maxprob": e, "attention": e}  # noqa: E731
-        runs["v0"][s] = {"points": pts("read_all", [10], [0.8]), "auroc": full(au[0]), "attention_sign": 1.0}
-        runs["v1"][s] = {"points": pts("waitk", WAITK_AL + jitter(4), WAITK_Q + jitter(4)), "auroc": full(0.5),
-                         "attention_sign": 1.0}
+        runs["v0"][s] = {"points": pts("read_all", [10], [v0_read_all]), "auroc": full(au[0]), "attention_sign": 1.0}
+        runs["v1"][s] = {"points": pts("waitk", WAITK_AL + jitter(4), WAITK_Q + jitter(4)),
+                         "auroc": full(0.5 + rng.normal(0, noise)), "attention_sign": 1.0}
         runs["v2"][s] = {"points": [], "auroc": full(au[1]), "attention_sign": -1.0}
         runs["v3"][s] = {"points": v3, "auroc": full(au[2]), "attention_sign": 1.0}
         runs["v4"][s] = {"points": [], "auroc": {**full(0.5), "learned": 0.9}, "attention_sign": 1.0}
@@ -413,10 +414,22 @@ def constructed_runs(seeds, head_shift, noise, entropy=(0.6, 0.6, 0.6), v3_read_
     return runs
 
 
-def verdicts_of(runs, keep=0.95):
+def aa_runs(seeds, noise, waitk_shift=0.0):
+    """V1 on the A/A seeds (100 + each seed): its own draws of the same wait-k curve (`waitk_shift` above)."""
+    out = {}
+    for s in seeds:
+        rng = np.random.default_rng(100 + s)
+        out[100 + s] = {"points": pts("waitk", WAITK_AL + rng.normal(0, noise, 4), WAITK_Q + waitk_shift + rng.normal(0, noise, 4)),
+                        "auroc": {"entropy": 0.5 + rng.normal(0, noise)}}
+    return out
+
+
+def verdicts_of(runs, keep=0.95, aa=None):
     from repro.report.verdicts import evaluate_claims
 
-    m = effects.decide({t: {"metric": "bleu", "runs": runs} for t in ("synthmt", "synthqa")}, keep)
+    seeds = sorted(runs["v0"])
+    aa = aa if aa is not None else aa_runs(seeds, 0.005)
+    m = effects.decide({t: {"metric": "bleu", "runs": runs, "aa": aa} for t in ("synthmt", "synthqa")}, keep)
     return m, {c["id"]: c for c in evaluate_claims(rc.load_paper("proactivellm")["claims"], m)}
 
 
@@ -435,8 +448,8 @@ def test_clear_effects_reproduce():
     assert a1["branch_a_defined"] and a1["effect"]["head"] == "entropy" and a1["effect"]["branch"] == "a"
     assert a1["effect"]["value"] > 0 and a1["effect"]["n"] == 3
     assert m["a2"]["synthqa"]["v3_minus_v2"]["value"] == pytest.approx(0.1, abs=0.02)
-    assert a1["diagnosis"]["v3"]["read_all"]["value"] == pytest.approx(0.8)
-    assert a1["diagnosis"]["v0"]["by_position"] == pytest.approx([0.8] * 4)
+    assert a1["diagnosis"]["v3"]["read_all"]["value"] == pytest.approx(0.95)
+    assert a1["diagnosis"]["v0"]["by_position"] == pytest.approx([0.95] * 4)
 
 
 def test_a1_needs_both_fixed_schedules():
@@ -466,16 +479,109 @@ def test_a3_checks_every_shared_point():
     assert e["n"] == 3  # an interval over the seeds at that point
 
 def test_a1_branch_a_is_undefined_below_keep_and_another_head_may_decide():
-    # V3's read-all quality 0.7 of V0's 0.8 (< 0.95): (a) is undefined, (b) decides
-    m, v = verdicts_of(constructed_runs(range(3), head_shift=0.1, noise=0.005, v3_read_all=0.7))
+    # V3's read-all quality 0.88 of V0's 0.95 (< 0.95, but >= 0.9: the regime holds): (a) is undefined,
+    # (b) decides, and the pick pays for 2 candidates, not 4
+    m, v = verdicts_of(constructed_runs(range(3), head_shift=0.1, noise=0.005, v3_read_all=0.88))
     a1 = m["a1"]["synthmt"]
-    assert not a1["branch_a_defined"] and a1["read_all_ratio"]["value"] == pytest.approx(0.875)
+    assert not a1["branch_a_defined"] and a1["read_all_ratio"]["value"] == pytest.approx(0.88 / 0.95)
+    assert a1["effect"]["candidates"] == 2 and v["A1"]["regime"] == "met"
     assert a1["candidates"]["entropy"]["a"]["value"] is None and a1["effect"]["branch"] == "b"
     assert "branch (b)" in a1["effect"]["unit"] and v["A1"]["verdict"] == "reproduced"
     # the entropy head below the curve, the attention head above it: "entropy (or attention)"
     m, v = verdicts_of(constructed_runs(range(3), head_shift=-0.1, noise=0.005, attention_shift=0.1))
     assert m["a1"]["synthmt"]["effect"]["head"] == "attention" and v["A1"]["verdict"] == "reproduced"
     assert m["a1"]["synthmt"]["candidates"]["entropy"]["b"]["ci"][1] < 0
+
+
+def test_a1_pays_for_picking_among_its_candidates():
+    # issue 30: a candidate whose 95% interval clears 0 but whose 1 - 0.05/4 interval does not: the best
+    # of four chances must not pass as if it had been the only one
+    gain = iv.mean_ci([0.010, 0.025, 0.002, 0.018, 0.012])
+    assert gain["ci"][0] > 0 and iv.t_bounds(gain["value"], gain["se"], gain["df"], 1 - 0.05 / 4)[0] < 0
+    worse = iv.mean_ci([-0.01, -0.02, 0.0, -0.015, -0.005])
+    e = effects.choose_a1({"entropy": {"a": gain, "b": worse}, "attention": {"a": worse, "b": worse}})
+    assert e["candidates"] == 4 and e["head"] == "entropy" and e["branch"] == "a"
+    assert e["ci"][0] < 0 < e["ci_unadjusted"][0]
+    assert effects._verdict(e) == "inconclusive"
+    # an undefined branch is no chance: two candidates tried, the interval at 1 - 0.05/2
+    undefined = iv.unmeasured("branch (a) undefined")
+    two = effects.choose_a1({"entropy": {"a": undefined, "b": gain}, "attention": {"a": undefined, "b": worse}})
+    assert two["candidates"] == 2 and two["ci"][0] == pytest.approx(
+        iv.t_bounds(gain["value"], gain["se"], gain["df"], 1 - 0.05 / 2)[0])
+    # Holm's levels over the claim's checks multiply the candidates: level m is 1 - 0.05 / (m k)
+    assert e["ci_levels"][1][0] == pytest.approx(iv.t_bounds(gain["value"], gain["se"], gain["df"], 1 - 0.05 / 8)[0])
+
+
+def test_a3_is_one_simultaneous_statement_over_its_points():
+    # issue 30: one point of eight a little below the curve. Its own 95% interval lies below 0 (the
+    # old "worst of k separate intervals" said not reproduced); over eight points that is within what
+    # chance gives one of them, so the simultaneous band holds 0: undecided
+    al, q = np.arange(1.0, 9.0), 0.2 * np.arange(8)
+    dips = [-0.015, -0.005, 0.0, 0.005, 0.015]
+    pairs = []
+    for d in dips:
+        gaps = np.full(8, 0.1)
+        gaps[3] = -0.02 + d
+        pairs.append((effects.Curve(pts("h", al, q + gaps)), effects.Curve(pts("w", al, q))))
+    x, g = effects.shared_gaps(pairs)
+    j = int(np.argmin(g.mean(0)))
+    assert iv.mean_ci(g[:, j])["ci"][1] < 0  # that point alone: below
+    e = effects.on_or_above(pairs, list(range(5)))
+    assert e["al"] == pytest.approx(4.0) and e["points"] >= 8 and e["points_below"] == 1
+    assert e["ci"][0] < 0 < e["ci"][1] and effects._verdict(e, ">=") == "inconclusive"
+    # every point well above: reproduced; the same point far below: not reproduced
+    above = [(effects.Curve(pts("h", al, q + 0.1 + d)), effects.Curve(pts("w", al, q))) for d in dips]
+    assert effects._verdict(effects.on_or_above(above, list(range(5))), ">=") == "reproduced"
+    far = [(effects.Curve(pts("h", al, q + np.where(np.arange(8) == 3, -0.1 + d, 0.1))), effects.Curve(pts("w", al, q)))
+           for d in dips]
+    assert effects._verdict(effects.on_or_above(far, list(range(5))), ">=") == "not reproduced"
+
+
+def test_a_failed_regime_is_inconclusive_whatever_the_checks_say():
+    # clear effects, but V0 cannot do the task read-all: nothing the curves say is about the policy
+    m, v = verdicts_of(constructed_runs(range(3), head_shift=0.1, noise=0.005, entropy=(0.6, 0.7, 0.8),
+                                        v0_read_all=0.5, v3_read_all=0.5))
+    for c in ("A1", "A2", "A3"):
+        assert v[c]["checks_verdict"] == "reproduced" and v[c]["regime"] == "not reached"
+        assert v[c]["verdict"] == "inconclusive" and "regime not reached" in v[c]["reason"]
+    # heads whose tau sweep barely moves AL (< one source word): they do not decide when
+    m, v = verdicts_of(constructed_runs(range(3), head_shift=0.1, noise=0.005, entropy=(0.6, 0.7, 0.8),
+                                        head_al=(5.0, 5.3, 5.6)))
+    assert m["regime"]["synthmt"]["span_entropy"]["value"] < 1
+    assert v["A1"]["verdict"] == v["A3"]["verdict"] == "inconclusive" and v["A2"]["verdict"] == "reproduced"
+
+
+def test_a_failed_seed_aa_makes_the_curve_claims_inconclusive():
+    runs = constructed_runs(range(5), head_shift=0.1, noise=0.005, entropy=(0.6, 0.7, 0.8))
+    m, v = verdicts_of(runs)
+    assert all(c["passed"] for c in m["controls"].values()) and v["A1"]["verdict"] == "reproduced"
+    # V1 on the A/A seeds 0.1 above V1 on the main seeds: the curves' seed noise is not what it seems
+    m, v = verdicts_of(runs, aa=aa_runs(range(5), 0.005, waitk_shift=0.1))
+    assert not m["controls"]["seed_aa_synthmt"]["passed"] and m["controls"]["seed_aa_auroc_synthmt"]["passed"]
+    assert v["A1"]["verdict"] == v["A3"]["verdict"] == "inconclusive" and "control failed" in v["A1"]["reason"]
+    assert v["A2"]["verdict"] == "reproduced"
+    with pytest.raises(ValueError, match="disjoint"):
+        effects.seed_controls(runs, {s: runs["v1"][s] for s in range(5)}, list(range(5)))
+
+
+def test_mini_runs_five_seeds_and_a_disjoint_aa_set():
+    params = rc.load_paper("proactivellm")
+    assert len(params["mini"]["seeds"]) >= 5
+    for profile in ("smoke", "mini", "paper"):
+        sec = params[profile]
+        assert len(sec["aa_seeds"]) == len(sec["seeds"]) and not set(sec["aa_seeds"]) & set(sec["seeds"])
+    claims = {c["id"]: c for c in params["claims"]}
+    assert all("regime" in c for c in claims.values())
+    assert claims["A2"]["controls"] == ["seed_aa_auroc_synthmt", "seed_aa_auroc_synthqa"]
+    assert "Bonferroni" in claims["A1"]["deviation"]
+    # mini leaves V4 out (no claim reads it): the claims are decided without it
+    assert "v4" not in params["mini"]["arms"] and "v4" in params["paper"]["arms"]
+    runs = constructed_runs(range(3), head_shift=0.1, noise=0.005, entropy=(0.6, 0.7, 0.8))
+    del runs["v4"]
+    m, v = verdicts_of(runs)
+    assert m["a2"]["synthmt"]["v4_minus_v3"] is None and v["A1"]["verdict"] == "reproduced"
+    assert "v4" not in effects.report_tables(m, {t: {"metric": "bleu", "runs": runs, "position_bins": [0.5, 0.7, 0.9]}
+                                                 for t in ("synthmt", "synthqa")}, "").split("### A2")[1].split("###")[0]
 
 
 def test_resampled_auroc_matches_sklearn_and_counts_repeats():
@@ -572,6 +678,7 @@ def paper_setup(tmp_path):
             columns={"source": "src", "target": "tgt", "oracle": "need"})
     sec["tasks"]["synthmt"]["max_len"], sec["tasks"]["synthqa"]["max_len"] = 24, 4
     sec["model"]["pretrained"] = str(tmp_path / "ckpt")
+    sec["seeds"], sec["aa_seeds"] = [0, 1], [100, 101]
     sec["train"].update(steps=2, batch_size=4)
     sec["evaluate"].update(tau_quantiles=[0.3, 0.7], waitk=[1, 3], chunks=[1, 3], calibration_examples=6, test_examples=6,
                            auroc_examples=6, batch_size=4)
@@ -613,16 +720,30 @@ def test_paper_profile_chain_on_local_checkpoint(paper_setup):
                     points = ev["arms"][arm]["points"]
                     assert z["point_al"].shape == (len(points), 6) and len(z["state_item"]) == ev["arms"][arm]["states"]
             inputs.append((f"evaluate_{task}_seed{seed}", ev_out))
+        for seed in (100, 101):  # the seed A/A: V1 alone on disjoint seeds, evaluated alone
+            out = r / "train" / task / "v1" / f"seed{seed}"
+            run_stage("proactivellm", train, path, out, ["tasks", "model", "streaming", "arms", "train"],
+                      [("data", r / "data" / task), ("backbone", r / "pretrain" / task)],
+                      (("task", task), ("arm", "v1"), ("seed", seed)))
+            ev_out = r / "evaluate" / task / f"seed{seed}"
+            ev = run_stage("proactivellm", evaluate, path, ev_out, ["tasks", "streaming", "evaluate"],
+                           [("data", r / "data" / task), ("backbone", r / "pretrain" / task), ("train_v1", out)],
+                           (("task", task), ("seed", seed)))
+            assert set(ev["arms"]) == {"v1"}
+            inputs.append((f"evaluate_{task}_seed{seed}", ev_out))
         saved = json.loads((r / "train" / task / "v4" / "seed0" / "model" / "config.json").read_text())
         assert saved["model_type"] == "qwen2" and saved["dtype"] == "bfloat16"
         assert (r / "train" / task / "v4" / "seed0" / "head" / "model.safetensors").exists()
-        assert "learned" in ev["arms"]["v4"]["auroc"]  # V4 with its oracle-trained head
+        v4 = json.loads((r / "evaluate" / task / "seed1" / "metrics.json").read_text())["metrics"]["arms"]["v4"]
+        assert "learned" in v4["auroc"]  # V4 with its oracle-trained head
         v3 = json.loads((r / "evaluate" / task / "seed1" / "metrics.json").read_text())["metrics"]["arms"]["v3"]
         assert {p["policy"] for p in v3["points"]} == {"read_all", "waitk", "chunk", "entropy", "maxprob", "attention",
                                                        "oracle"}
         assert all("al_ref" in p for p in v3["points"])
-    m = run_stage("proactivellm", analysis, path, r / "analysis", ["analysis"], inputs)
+    m = run_stage("proactivellm", analysis, path, r / "analysis", ["analysis", "aa_seeds", "aa_arm"], inputs)
     assert set(m["a1"]) == {"synthmt", "synthqa"}
+    assert set(m["controls"]) == {"seed_aa_synthmt", "seed_aa_synthqa", "seed_aa_auroc_synthmt", "seed_aa_auroc_synthqa"}
+    assert m["controls"]["seed_aa_synthmt"]["effect"]["n"] in (0, 2)
     assert m["a2"]["synthmt"]["v3_minus_v2"]["n"] in (0, 2)  # two seeds (0: an AUROC without both labels)
     assert (r / "analysis" / "latency_quality_synthmt.png").stat().st_size > 1000
     tables = (r / "analysis" / "tables.md").read_text()

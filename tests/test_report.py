@@ -21,9 +21,53 @@ def test_one_sample_has_no_interval():
     assert iv.mean_ci([1.0])["ci"] == [None, None]
 
 
-def test_three_seeds_interval_spans_the_seeds_and_holds_the_mean():
+def test_three_seeds_get_a_student_t_interval_wider_than_the_seeds():
+    # mean 2, sd 1, se 1/sqrt(3), t_{2, 0.975} = 4.3027: by hand, 2 -+ 2.4841
     e = iv.mean_ci([1.0, 2.0, 3.0])
-    assert e["value"] == 2.0 and 1.0 <= e["ci"][0] < 2.0 < e["ci"][1] <= 3.0
+    assert e["value"] == 2.0 and e["ci"] == pytest.approx([-0.48414, 4.48414], abs=1e-4)
+    assert e["method"] == "Student-t" and e["df"] == 2
+    # Holm levels: 1 - 0.05/2 uses t_{2, 0.9875} = 6.2053
+    assert iv.at_level(e, 2) == pytest.approx([2 - 6.2053 / 3 ** 0.5, 2 + 6.2053 / 3 ** 0.5], abs=1e-3)
+    assert iv.at_level(e, 1) == e["ci"] and iv.at_level(iv.effect(1, 0, 2, 3, "seeds"), 2) is None
+
+
+def test_welch_and_jackknife_by_hand():
+    # a = [1, 2, 3] (var 1), b = [2, 4] (var 2): diff -1, se sqrt(1/3 + 1), Welch df 1.6^... by hand below
+    e = iv.unpaired_diff([1.0, 2.0, 3.0], [2.0, 4.0])
+    se = (1 / 3 + 2 / 2) ** 0.5
+    df = se ** 4 / ((1 / 3) ** 2 / 2 + 1.0 ** 2 / 1)
+    assert e["value"] == -1.0 and e["se"] == pytest.approx(se) and e["df"] == pytest.approx(df)
+    # the jackknife of a mean is Student-t
+    x = np.array([0.1, 0.4, 0.2, 0.9, 0.5])
+    j = iv.jackknife(5, lambda idx: x[idx].mean())
+    assert j["ci"] == pytest.approx(iv.mean_ci(x)["ci"])
+
+
+def test_median_ratio_interval_is_an_order_statistic_interval():
+    # 40 iid-looking ratios: the interval's ends are sample values around the median
+    ratios = list(np.linspace(1.8, 2.2, 40)[np.random.default_rng(0).permutation(40)])
+    e = iv.median_ratio(ratios)
+    assert e["value"] == pytest.approx(2.0) and e["ci"][0] in ratios and e["ci"][1] in ratios
+    assert e["ci"][0] < 2.0 < e["ci"][1] and e["unit"] == "pairs"
+    # 40 pairs: n/2 -+ 1.96 sqrt(40)/2 = 20 -+ 6.2 -> the 14th and 27th order statistics (or wider)
+    ranked = sorted(ratios)
+    assert e["ci"][0] <= ranked[13] and e["ci"][1] >= ranked[26]
+
+
+def test_against_aa_widens_by_the_controls_distance_from_one():
+    e = iv.median_ratio(list(np.linspace(2.5, 2.8, 40)))
+    aa = iv.effect(1.0, 0.976, 1.035, 40, "pairs", ci_levels=[[0.976, 1.035], [0.97, 1.04]])
+    w = iv.against_aa(e, aa)
+    assert w["aa_factor"] == pytest.approx(1.035)
+    assert w["ci"] == pytest.approx([e["ci"][0] / 1.035, e["ci"][1] * 1.035])
+    assert w["ci_unwidened"] == e["ci"] and w["ci_levels"][1][0] == pytest.approx(e["ci_levels"][1][0] / 1.04)
+    # a speedup of 2.6 against a 1.4 threshold survives a 3.5% noisy control (the old gate voided it)
+    assert vd.decide_check(check(op=">=", value=1.4), {"m": w})["verdict"] == vd.REPRODUCED
+    # near the threshold the widening decides, and the reason says so
+    near = iv.against_aa(iv.effect(1.43, 1.41, 1.45, 40, "pairs"), aa)
+    row = vd.decide_check(check(op=">=", value=1.4), {"m": near})
+    assert row["verdict"] == vd.INCONCLUSIVE and "A/A control shows" in row["reason"]
+    assert iv.against_aa(e, iv.effect(1.0, None, None, 1, "pairs"))["unstable"]
 
 
 def test_pairing_removes_what_arms_share():
@@ -46,7 +90,9 @@ def test_hierarchical_separates_seed_noise_from_item_noise():
     # items identical within each seed: no item noise, only seed-to-seed spread
     e = iv.hierarchical([[0.2] * 50, [0.4] * 50, [0.6] * 50])
     assert e["value"] == pytest.approx(0.4) and e["ci_items"] == pytest.approx([0.4, 0.4])
-    assert e["ci"][0] < 0.35 and e["ci"][1] > 0.45 and e["n"] == 3 and e["n_items"] == 150
+    assert e["ci"][0] < 0.35 and e["ci"][1] > 0.45 and e["n"] == 3 and e["n_items"] == 50
+    # seed means 0.2, 0.4, 0.6 and no item part: exactly Student-t over the seed means
+    assert e["ci"] == pytest.approx(iv.mean_ci([0.2, 0.4, 0.6])["ci"])
     # one seed: item noise only, no seed interval
     one = iv.hierarchical([[0, 1] * 50])
     assert one["ci"] == [None, None] and one["ci_items"][0] < 0.5 < one["ci_items"][1]
@@ -65,15 +111,42 @@ def test_hierarchical_ratio_is_the_ratio_of_seed_means():
         iv.hierarchical_diff({0: [1, 2]}, {0: [1, 2, 3]})
 
 
-def test_lead_is_positive_only_when_intervals_do_not_overlap():
-    a = iv.effect(1.0, 0.9, 1.1, 3, "pairs")
-    below = {"x": iv.effect(0.7, 0.6, 0.8, 3, "pairs")}
-    overlapping = {"x": iv.effect(0.95, 0.85, 1.05, 3, "pairs")}
-    above = {"x": iv.effect(1.3, 1.2, 1.4, 3, "pairs")}
-    assert iv.lead(a, below)["ci"][0] > 0
-    lo, hi = iv.lead(a, overlapping)["ci"]
-    assert lo < 0 < hi
-    assert iv.lead(a, above)["ci"][1] < 0
+def test_shared_items_count_once_not_divided_by_the_seeds():
+    # every seed carries the same item effects (+-1 alternating) and no seed noise: the interval is the
+    # items' own, not a third of it (what resampling items independently per seed gave)
+    items = np.tile([1.0, -1.0], 50) + np.linspace(-0.2, 0.2, 100)
+    e = iv.hierarchical([items + 0.01 * s for s in range(3)])
+    one = iv.mean_ci(items, "items")
+    assert e["ci"][1] - e["ci"][0] == pytest.approx(one["ci"][1] - one["ci"][0], rel=0.05)
+
+
+def test_clusters_are_the_resampled_unit():
+    # 10 conversations of 5 QAs; QAs of a conversation identical: 10 units, not 50
+    conv = np.repeat(np.arange(10), 5)
+    per_conv = np.linspace(0, 1, 10)
+    y = [per_conv[conv] + 0.001 * s for s in range(3)]
+    flat, clustered = iv.hierarchical(y), iv.hierarchical(y, clusters=conv)
+    assert clustered["value"] == pytest.approx(flat["value"]) and clustered["n_clusters"] == 10
+    assert clustered["ci"][1] - clustered["ci"][0] > 2 * (flat["ci"][1] - flat["ci"][0])
+    with pytest.raises(ValueError, match="cluster labels"):
+        iv.hierarchical(y, clusters=conv[:-1])
+
+
+def test_min_over_points_is_an_intersection_union_test():
+    # three points, all clearly above 0: reproduced; one clearly below: the Bonferroni upper end says so
+    above = {"a": [0.5, 0.6, 0.55, 0.52, 0.58], "b": [0.3, 0.35, 0.32, 0.31, 0.33], "c": [0.9, 1.0, 0.95, 0.92, 0.97]}
+    e = iv.min_over(above)
+    assert e["worst"] == "b" and e["value"] == pytest.approx(0.322) and e["ci"][0] > 0
+    below = {**above, "d": [-0.5, -0.6, -0.55, -0.52, -0.58]}
+    assert iv.min_over(below)["ci"][1] < 0
+    # the upper end is the worst point's Bonferroni (k = 4) upper end, wider than its own 95% one
+    d = np.array(below["d"])
+    assert iv.min_over(below)["ci"][1] > iv.mean_ci(d)["ci"][1]
+
+
+def test_shift_moves_every_interval():
+    e = iv.shift(iv.mean_ci([1.0, 2.0, 3.0]), 1.0)
+    assert e["value"] == 1.0 and e["ci_levels"][2][0] == pytest.approx(iv.mean_ci([1.0, 2.0, 3.0])["ci_levels"][2][0] - 1)
 
 
 def test_probability_of_improvement():
@@ -149,6 +222,85 @@ def test_the_analysis_must_write_what_it_declares():
         vd.check_declared({"c": 0.5}, {"c": "bool"})
 
 
+def claim(checks, **extra):
+    return {"id": "C1", "statement": "s", "published": "p", "checks": checks, **extra}
+
+
+def test_holm_keeps_k_checks_from_multiplying_false_not_reproduced():
+    """Four checks whose true effects sit on their thresholds: a 'not reproduced' claim should come
+    out at most ~5% of the time (Holm), not ~1 - 0.975^4 = 9.6% (any check at 95%)."""
+    rng = np.random.default_rng(0)
+    checks = [check(metric=f"m{j}", op=">=", value=0.0) for j in range(4)]
+    holm_nr = naive_nr = 0
+    sims = 1500
+    for _ in range(sims):
+        metrics = {f"m{j}": iv.mean_ci(rng.normal(0, 1, 5)) for j in range(4)}
+        v = vd.evaluate_claim(claim(checks, regime_none="test"), metrics)
+        holm_nr += v["verdict"] == vd.NOT_REPRODUCED
+        naive_nr += any(m["ci"][1] < 0 for m in metrics.values())
+    assert holm_nr / sims < 0.045 and naive_nr / sims > 0.07
+
+
+def test_holm_step_down_reasons():
+    strong = iv.mean_ci([-3.0, -3.1, -2.9, -3.05, -2.95])   # violates at every level
+    weak = iv.mean_ci([-0.3, -0.02, -0.25, -0.05, -0.2])     # violates at 95%, not at 1 - 0.05/2
+    fine = iv.mean_ci([1.0, 1.1, 0.9, 1.05, 0.95])
+    v = vd.evaluate_claim(claim([check("a"), check("b"), check("c")], regime_none="x"), {"a": strong, "b": weak, "c": fine})
+    rows = {r["metric"]: r for r in v["checks"]}
+    assert rows["a"]["verdict"] == vd.NOT_REPRODUCED and "Holm's level 1 - 0.05/3" in rows["a"]["reason"]
+    assert rows["b"]["verdict"] == vd.INCONCLUSIVE and "but not at Holm's level 1 - 0.05/2" in rows["b"]["reason"]
+    assert v["verdict"] == vd.NOT_REPRODUCED
+    # one check alone: its 95% interval decides
+    assert vd.evaluate_claim(claim([check("b")], regime_none="x"), {"b": weak})["verdict"] == vd.NOT_REPRODUCED
+
+
+def test_a_failed_regime_makes_the_claim_inconclusive_whatever_its_checks_say():
+    clear = iv.mean_ci([1.0, 1.1, 0.9, 1.05, 0.95])
+    at_chance = iv.mean_ci([0.24, 0.26, 0.25, 0.27, 0.23])
+    regime = [{"metric": "baseline_acc", "op": ">=", "value": 0.40, "says": "baseline above chance by 15 points"}]
+    v = vd.evaluate_claim(claim([check()], regime=regime), {"m": clear, "baseline_acc": at_chance})
+    assert v["verdict"] == vd.INCONCLUSIVE and v["checks_verdict"] == vd.REPRODUCED and v["regime"] == vd.REGIME_FAILED
+    assert v["reason"].startswith("regime not reached: baseline above chance by 15 points")
+    ok = vd.evaluate_claim(claim([check()], regime=regime), {"m": clear, "baseline_acc": iv.mean_ci([0.6, 0.62, 0.61])})
+    assert ok["verdict"] == vd.REPRODUCED and ok["regime"] == vd.REGIME_MET and ok["reason"] is None
+    # a regime check must hold wholly: an interval straddling its threshold is not enough
+    straddle = iv.mean_ci([0.35, 0.45, 0.42, 0.38, 0.41])
+    assert vd.evaluate_claim(claim([check()], regime=regime), {"m": clear, "baseline_acc": straddle})["regime"] == "not reached"
+    none = vd.evaluate_claim(claim([check()], regime_none="an exact, measured outcome"), {"m": clear})
+    assert none["regime"] == vd.REGIME_NONE and none["verdict"] == vd.REPRODUCED
+
+
+def test_a_failed_seed_control_makes_its_claims_inconclusive():
+    clear = iv.mean_ci([1.0, 1.1, 0.9, 1.05, 0.95])
+    passed = vd.seed_control(iv.paired_diff([0.5, 0.52, 0.49], [0.51, 0.5, 0.5]), "baseline vs itself")
+    failed = vd.seed_control(iv.paired_diff([0.6, 0.62, 0.61], [0.5, 0.5, 0.51]), "baseline vs itself")
+    assert passed["passed"] and not failed["passed"]
+    c = claim([check()], regime_none="x", controls=["seed_aa"])
+    assert vd.evaluate_claim(c, {"m": clear, "controls": {"seed_aa": passed}})["verdict"] == vd.REPRODUCED
+    v = vd.evaluate_claim(c, {"m": clear, "controls": {"seed_aa": failed}})
+    assert v["verdict"] == vd.INCONCLUSIVE and v["reason"].startswith("control failed: seed_aa (seed A/A")
+    timing = vd.timing_control(iv.effect(1.0, 0.98, 1.02, 40, "pairs"), "dense vs a copy")
+    assert timing["passed"] and not vd.timing_control(iv.effect(1.0, 0.96, 1.02, 40, "pairs"), "x")["passed"]
+    vd.check_declared({"controls": {"seed_aa": passed}}, {"controls.seed_aa": "control"})
+    with pytest.raises(vd.ClaimError, match="as control"):
+        vd.check_declared({"controls": {"seed_aa": clear}}, {"controls.seed_aa": "control"})
+
+
+def test_by_design_claims_are_labelled():
+    v = vd.evaluate_claim(claim([check(op=">=", value=0.6)], regime_none="x"), {"m": iv.by_design(0.65, "keep ratio")})
+    assert v["verdict"] == vd.REPRODUCED and v["basis"] == "by design"
+
+
+def test_inconclusive_over_seeds_says_how_many_seeds():
+    e = iv.mean_ci([0.05, -0.02, 0.09])  # mean 0.04, sd 0.0557
+    row = vd.decide_check(check(), {"m": e})
+    assert row["verdict"] == vd.INCONCLUSIVE and "seeds at this spread" in row["reason"]
+    n = vd.seeds_needed(e, 0.0)
+    from scipy.stats import t
+    sd = float(np.std([0.05, -0.02, 0.09], ddof=1))
+    assert t.ppf(0.975, n - 1) * sd / n ** 0.5 < 0.04 <= t.ppf(0.975, n - 2) * sd / (n - 1) ** 0.5
+
+
 def test_claim_combines_its_checks():
     assert vd.combine([vd.REPRODUCED, vd.INCONCLUSIVE]) == vd.INCONCLUSIVE
     assert vd.combine([vd.INCONCLUSIVE, vd.NOT_REPRODUCED]) == vd.NOT_REPRODUCED
@@ -158,27 +310,34 @@ def test_claim_combines_its_checks():
 
 # ------------------------------------------------------------------------------------- rendering
 def test_paper_report_and_index(tmp_path, monkeypatch):
-    from repro.core import tracking
+    from repro.core import mlqueue
 
-    monkeypatch.setattr(tracking, "QUEUE", tmp_path / "queue")
+    monkeypatch.setattr(mlqueue, "QUEUE", tmp_path / "queue")
     summary = tmp_path / "results" / "analysis"
     summary.mkdir(parents=True)
     prov = {"git_commit": "abc", "git_dirty": False, "params_hash": "h", "seed": 0, "device": "cpu",
             "wall_s": 1.5, "startup_s": 1.2, "threads": 1, "finished_at": "2026-01-01T00:00:10+00:00"}
+    timing = vd.timing_control(iv.effect(1.0, 0.99, 1.01, 40, "pairs"), "dense vs a copy")
     metrics = {"p1": {"static_depth_efficiency": iv.effect(0.9, 0.87, 0.93, 40, "pairs"),
-                      "lead_over_other_ranked": iv.effect(0.1, -0.05, 0.2, 40, "pairs")},
-               "p2": {"paper_order_holds": iv.effect(0.0, 0.0, 0.0, 2000, "pairs x items")},
-               "p3": {"taxonomy_matches": True}}
+                      "lead_over_other_ranked": iv.effect(0.1, -0.05, 0.2, 40, "pairs"),
+                      "static_depth_max_bound": iv.by_design(1.6, "bytes removed"),
+                      "other_ranked_families": iv.by_design(3.0, "ranked")},
+               "p2": {**{f"lead_band{i}": iv.mean_ci([-0.3, -0.31, -0.29, -0.3]) for i in (1, 2, 3)},
+                      "dense_minus_unigram": iv.mean_ci([-1.0, -1.1, -0.9], "items"),
+                      "lowrank_loss_at_largest": iv.mean_ci([0.06, 0.07, 0.065], "items")},
+               "p3": {"taxonomy_matches": True},
+               "controls": {name: timing for name in ("timing_aa_bound", "timing_aa_frontier", "sparse24_as_dense")}}
     (summary / "tables.md").write_text("## Table\n\n| a |\n|---|\n| 1 |\n")
     (summary / "fig.png").write_bytes(b"\x89PNG")
     prov["outputs_sha256"] = integrity.record(summary)
+    prov["metrics_sha256"] = integrity.metrics_sha256(metrics)
     (summary / "metrics.json").write_text(json.dumps({"metrics": metrics, "provenance": prov}))
     out = tmp_path / "reports" / "pruninginfersim"
     render.paper_report("pruninginfersim", "mini", summary, [summary], out, parent_hash="abc123")
     md = (out / "report.md").read_text()
     assert "**inconclusive**" in md and "**not reproduced**" in md and "**reproduced**" in md
     assert "![fig](fig.png)" in md and "![forest](forest.png)" in md and (out / "forest.png").stat().st_size > 1000
-    assert "95% CI [0.87, 0.93]" in md and "Chain wall-clock" in md and "2 s (budget 720 s: within)" in md
+    assert "95% CI [0.87, 0.93]" in md and "Chain wall-clock" in md and "2 s (budget 900 s: within)" in md
     assert "<table>" in (out / "report.html").read_text()
     verdicts = json.loads((out / "verdicts.json").read_text())["claims"]
     assert [v["verdict"] for v in verdicts] == ["inconclusive", "not reproduced", "reproduced"]
@@ -194,9 +353,57 @@ def test_paper_report_and_index(tmp_path, monkeypatch):
         render.paper_report("pruninginfersim", "mini", summary, [summary], out)
 
 
+def test_report_shows_regime_controls_and_by_design(tmp_path, monkeypatch):
+    """A paper whose first claim misses its regime, whose second rests on a failed seed A/A, and whose
+    third is decided by design: the report, verdicts.json, forest rows and the index say so."""
+    from repro.core import mlqueue
+    from repro.report import figures
+
+    claims = [
+        {"id": "C1", "statement": "a clear effect", "published": "x", "checks": [check("e.clear")],
+         "regime": [{"metric": "e.baseline", "op": ">=", "value": 0.4, "says": "baseline above chance by 15 points"}]},
+        {"id": "C2", "statement": "another clear effect", "published": "y", "checks": [check("e.clear")],
+         "regime_none": "an exact outcome", "controls": ["seed_aa"]},
+        {"id": "C3", "statement": "a ratio", "published": "z", "checks": [check("e.designed", ">=", 0.6)],
+         "regime_none": "fixed by configuration"}]
+    declared = {"e.clear": "effect", "e.baseline": "effect", "e.designed": "effect", "controls.seed_aa": "control",
+                "controls.timing": "control"}
+    monkeypatch.setattr(render, "load_paper", lambda paper: {"claims": claims})
+    monkeypatch.setattr(render, "declared_metrics", lambda paper: declared)
+    monkeypatch.setattr(mlqueue, "QUEUE", tmp_path / "queue")
+    metrics = {"e": {"clear": iv.mean_ci([1.0, 1.1, 0.9, 1.05, 0.95]), "baseline": iv.mean_ci([0.24, 0.26, 0.25]),
+                     "designed": iv.by_design(0.65, "keep ratio")},
+               "controls": {"seed_aa": vd.seed_control(iv.paired_diff([0.6, 0.62, 0.61], [0.5, 0.5, 0.51]), "GRPO vs itself"),
+                            "timing": vd.timing_control(iv.effect(1.0, 0.99, 1.01, 40, "pairs"), "dense vs a copy")}}
+    summary = tmp_path / "results" / "analysis"
+    summary.mkdir(parents=True)
+    prov = {"git_commit": "abc", "git_dirty": False, "params_hash": "h", "seed": 0, "device": "cpu", "wall_s": 1.5,
+            "startup_s": 1.2, "threads": 1, "finished_at": "2026-01-01T00:00:10+00:00",
+            "outputs_sha256": integrity.record(summary), "metrics_sha256": integrity.metrics_sha256(metrics)}
+    (summary / "metrics.json").write_text(json.dumps({"metrics": metrics, "provenance": prov}))
+    out = tmp_path / "reports" / "toy"
+    render.paper_report("toy", "mini", summary, [summary], out, parent_hash="h1")
+    md = (out / "report.md").read_text()
+    assert "Regime: **not reached**." in md and "| baseline above chance by 15 points |" in md
+    assert "Why: regime not reached: baseline above chance by 15 points" in md
+    assert "Why: control failed: seed_aa (seed A/A" in md and "## Controls" in md
+    assert "| seed_aa | seed A/A | GRPO vs itself |" in md and "| timing | timing A/A | dense vs a copy |" in md
+    assert "| C3 | a ratio | z | none | **reproduced** (by design) |" in md
+    verdicts = json.loads((out / "verdicts.json").read_text())
+    assert [c["verdict"] for c in verdicts["claims"]] == ["inconclusive", "inconclusive", "reproduced"]
+    assert [c["checks_verdict"] for c in verdicts["claims"]] == ["reproduced", "reproduced", "reproduced"]
+    queued = [json.loads(p.read_text()) for p in (tmp_path / "queue").glob("*.json")]
+    assert queued[0]["tags"]["regime.C1"] == "not reached" and queued[0]["tags"]["regime.C2"] == "none"
+    rows = figures.forest_rows({"toy": verdicts["claims"]})
+    assert rows[0]["regime_failed"] and rows[0]["label"].endswith("[regime not reached]") and not rows[1]["regime_failed"]
+    render.index("mini", [out], tmp_path / "reports", seed_offset=1000)
+    index = (tmp_path / "reports" / "index.md").read_text()
+    assert "| [toy](toy/report.md) | 1 | 0 | 2 | 0 | 1 | 1 of 2 |" in index and "**Replication**" in index
+
+
 def test_seeds_items_table_cells():
     e = iv.hierarchical([[0.2] * 10, [0.4] * 10, [0.6] * 10])
     row = vd.seeds_items_table([("a - b", e), ("c", iv.unmeasured("no runs"))], "questions")
     assert row[0].startswith("| effect | value [95% CI, seeds x questions] | 95% CI, questions only |")
-    assert row[2].startswith("| a - b | 0.400 [") and row[2].endswith("| [0.400, 0.400] | 3 | 30 |")
+    assert row[2].startswith("| a - b | 0.400 [") and row[2].endswith("| [0.400, 0.400] | 3 | 10 |")
     assert row[3] == "| c | n/a (no runs) | [n/a, n/a] | 0 | n/a |"

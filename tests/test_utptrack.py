@@ -2,8 +2,8 @@
 bonuses, ceil keep counts, global indices, pruning before the MLP, zero-restored search map), tokens
 per block counted in the forward against a hand count, the video generator and crops, tracking
 metrics on hand-computed boxes, the HF ViT mapping, null and clear effects for U1-U3 through the
-claims' checks, latency effects with the A/A control, and the `paper` profile's code path on local
-files."""
+claims' checks (crossed seeds x sequences intervals), failed regimes and a failed seed A/A control,
+latency effects judged against the A/A control, and the `paper` profile's code path on local files."""
 import copy
 import json
 
@@ -382,32 +382,41 @@ def test_hf_vit_maps_to_the_same_function(tmp_path):
     assert torch.equal(grid, pos[1:])
 
 
-SEQS, SEEDS = 24, (0, 1, 2)
+SEQS, SEEDS, AA_SEEDS = 24, (0, 1, 2), (100, 101, 102)
 ROLES = {"baseline": "baseline", "unified": "utptrack", "unaware": "ce_dte_ste", "search_only": "search_only",
          "template_only": "template_only"}
 ARMS = {"baseline": 0, "utptrack": 0, "ce_dte_ste": 0, "search_only": 0, "template_only": 0}
+TRIVIAL = 0.1  # AUC of the tracker that never moves, per sequence, in the constructed runs
 
 
-def run_metrics(per_seq: np.ndarray, block_in: list[float], free: np.ndarray | None = None) -> dict:
-    """One evaluate job's metrics: per-sequence AUCs and a measured token trace."""
+def run_metrics(per_seq: np.ndarray, block_in: list[float], free: np.ndarray | None = None,
+                trivial: float = TRIVIAL) -> dict:
+    """One evaluate job's metrics: per-sequence AUCs and a measured token trace (templates lose
+    tokens in proportion to the whole sequence)."""
     def mode(aucs):
-        trace = [{"in": n, "out": n} for n in block_in]
+        trace = [{"in": n, "out": n, "search": n * 64 / 114, "static": n * 25 / 114, "dynamic": n * 25 / 114}
+                 for n in block_in]
         return {"auc": float(aucs.mean()), "per_sequence_auc": aucs.tolist(), "precision": 0.5,
                 "norm_precision": 0.4, "template_updates": 3, "success": [0.5] * 21, "token_trace": trace,
-                "tokens_pruned": method.tokens_pruned(trace),
+                "tokens_pruned": method.tokens_pruned(trace), "tokens_in": {"search": 64, "template": 25},
                 "macs": {"blocks": 1e6 * sum(block_in), "total": 1e6 * (sum(block_in) + 1)}}
-    out = {"finetuned": mode(per_seq), "keep": {}}
+    out = {"finetuned": mode(per_seq), "keep": {}, "trivial": {"per_sequence_auc": [trivial] * len(per_seq)}}
     if free is not None:
         out["training_free"] = mode(free)
     return out
 
 
-def constructed_evals(aucs: dict, pruned_in: list[float]) -> dict:
+def constructed_evals(aucs: dict, pruned_in: list[float], trivial: float = TRIVIAL) -> dict:
     """variant -> seed -> metrics from per-seed per-sequence AUC arrays; pruned variants read
-    `pruned_in` tokens per block, the baseline 114."""
+    `pruned_in` tokens per block, the baseline 114; UTPTrack is also evaluated training-free."""
     return {name: {s: run_metrics(a, [114.0] * len(pruned_in) if name == "baseline" else pruned_in,
-                                  None if name == "baseline" else a * 0.5)
+                                  a * 0.5 if name == "utptrack" else None, trivial)
                    for s, a in zip(SEEDS, per_seed)} for name, per_seed in aucs.items()}
+
+
+def aa_evals(aucs: dict, shift: float = 0.0) -> dict:
+    """The baseline again on the A/A seeds: the same arm (its per-seed draws, in order), moved by `shift`."""
+    return {s: run_metrics(a + shift, [114.0] * 8) for s, a in zip(AA_SEEDS, aucs["baseline"])}
 
 
 def stable_latency() -> dict:
@@ -415,8 +424,10 @@ def stable_latency() -> dict:
     return {"pairs": {"b1": {AA: same, "utptrack": {"baseline_s": [1.0] * 4, "variant_s": [0.5, 0.52, 0.49, 0.5]}}}}
 
 
-def verdicts_for(aucs: dict, pruned_in: list[float]) -> dict:
-    m = effects.decide(constructed_evals(aucs, pruned_in), stable_latency(), ROLES)
+def verdicts_for(aucs: dict, pruned_in: list[float], trivial: float = TRIVIAL, aa_shift: float = 0.0,
+                 aa: dict | None = None) -> dict:
+    m = effects.decide(constructed_evals(aucs, pruned_in, trivial), stable_latency(), ROLES, None,
+                       aa if aa is not None else aa_evals(arms(ARMS, noise=0.005, seed=9), aa_shift))
     return {v["id"]: v for v in evaluate_claims(rc.load_paper("utptrack")["claims"], m)}, m
 
 
@@ -428,25 +439,33 @@ def arms(offsets: dict, noise: float, seed: int = 0) -> dict:
             for name, off in offsets.items()}
 
 
+def aa_like(aucs: dict, noise: float, seed: int) -> dict:
+    """A/A runs of the baseline: its per-sequence difficulty, fresh seed noise."""
+    rng = np.random.default_rng(seed)
+    base = np.mean(aucs["baseline"], 0)
+    return {s: run_metrics(np.clip(base + rng.normal(0, noise, SEQS), 0, 1), [114.0] * 8) for s in AA_SEEDS}
+
+
 # 65% pruned on the block mean: mean of the tokens read per block = 0.35 x 114
 CLEAR_IN = [114.0, 40.0, 30.0, 30.0, 30.0, 30.0, 25.0, 20.2]
 NULL_IN = [114.0, 114.0, 114.0, 95.0, 75.0, 62.0, 50.0, 41.0]  # the mini schedule: 27% by the block mean
 
 
 def test_u1_clear_effect_is_reproduced():
-    v, m = verdicts_for(arms(ARMS, noise=0.005),
-                        CLEAR_IN)
+    aucs = arms(ARMS, noise=0.005)
+    v, m = verdicts_for(aucs, CLEAR_IN, aa=aa_like(aucs, 0.005, 3))
     tokens = m["u1"]["tokens_pruned_block_mean"]
     assert tokens["unit"] == "by design" and tokens["value"] == pytest.approx(0.65)
     assert m["u1"]["relative_auc"]["ci"][0] > 0.97
-    assert [c["verdict"] for c in v["U1"]["checks"]] == ["reproduced", "reproduced"]
+    assert v["U1"]["regime"] == "met" and m["controls"]["seed_aa_ratio"]["passed"]
+    assert [c["verdict"] for c in v["U1"]["checks"]] == ["reproduced", "reproduced"] and v["U1"]["verdict"] == "reproduced"
 
 
 def test_u1_null_effects_are_not_reproduced():
     # accuracy kept, but the block-mean pruning of the mini schedule stays below 60%
     v, m = verdicts_for(arms(ARMS, noise=0.005), NULL_IN)
     assert m["u1"]["tokens_pruned_block_mean"]["value"] == pytest.approx(1 - 665 / 912)
-    assert v["U1"]["checks"][0]["verdict"] == "not reproduced" and v["U1"]["verdict"] == "not reproduced"
+    assert v["U1"]["checks"][0]["verdict"] == "not reproduced" and v["U1"]["checks_verdict"] == "not reproduced"
     # enough tokens pruned, but AUC at 97% of the baseline's, give or take noise: undecided or not reproduced
     aucs = arms(ARMS, noise=0.01)
     rng = np.random.default_rng(5)
@@ -461,7 +480,7 @@ def test_ratio_is_the_ratio_of_means_with_a_paired_interval():
     b = {0: np.array([0.6, 0.8]), 1: np.array([0.5, 0.7]), 2: np.array([0.6, 0.7])}
     r = effects.ratio(a, b)
     assert r["value"] == pytest.approx(np.mean([0.6, 0.5, 0.6]) / np.mean([0.7, 0.6, 0.65]))
-    assert r["ci"][0] <= r["value"] <= r["ci"][1] and r["n"] == 3 and r["n_items"] == 6
+    assert r["ci"][0] <= r["value"] <= r["ci"][1] and r["n"] == 3 and r["n_items"] == 2
     assert effects.ratio(b, b)["ci"] == pytest.approx([1.0, 1.0])  # identical arms: no spread at all
     with pytest.raises(ValueError, match="not paired"):
         effects.difference(a, {0: b[0], 1: b[1], 3: b[2]})
@@ -479,7 +498,8 @@ def test_u2_u3_null_and_clear(claim, arm, metric):
     assert verdict(v) in ("inconclusive", "not reproduced")
     assert v[claim]["verdict"] in ("inconclusive", "not reproduced")
     e = m[claim.lower()][metric]
-    assert e["unit"] == "seeds x items" and e["n"] == 3 and e["n_items"] == 3 * SEQS
+    # every arm tracks the same sequences: crossed seeds x sequences, items counted per seed
+    assert e["unit"] == "seeds x items" and e["n"] == 3 and e["n_items"] == SEQS and e["method"].startswith("crossed")
     assert e["ci_items"][0] <= e["value"] <= e["ci_items"][1]
     # the unified/aware arm below the other: not reproduced
     v, _ = verdicts_for(arms({**ARMS, arm: 0.1}, noise=0.02, seed=1), CLEAR_IN)
@@ -492,24 +512,63 @@ def test_u2_u3_null_and_clear(claim, arm, metric):
     assert v["U2"]["verdict"] == "reproduced"
 
 
-def test_latency_effects_carry_the_aa_control():
+@pytest.mark.parametrize("claim", ["U1", "U2", "U3"])
+def test_a_baseline_no_better_than_a_still_tracker_fails_every_regime(claim):
+    clear = {"U1": (ARMS, CLEAR_IN), "U2": ({**ARMS, "search_only": -0.05, "template_only": -0.05}, CLEAR_IN),
+             "U3": ({**ARMS, "ce_dte_ste": -0.05}, CLEAR_IN)}[claim]
+    aucs = arms(clear[0], noise=0.005 if claim == "U1" else 0.02, seed=1)
+    v, _ = verdicts_for(aucs, clear[1], aa=aa_like(aucs, 0.005, 3))
+    assert v[claim]["verdict"] == "reproduced", v[claim]["reason"]
+    # the same runs, but a tracker that never moves scores as well as the baseline
+    v, m = verdicts_for(aucs, clear[1], trivial=0.55, aa=aa_like(aucs, 0.005, 3))
+    assert v[claim]["regime"] == "not reached" and v[claim]["verdict"] == "inconclusive"
+    assert v[claim]["checks_verdict"] == "reproduced" and "regime not reached" in v[claim]["reason"]
+
+
+def test_no_pruning_in_the_forward_fails_the_mechanism_regimes():
+    aucs = arms({**ARMS, "search_only": -0.05, "template_only": -0.05, "ce_dte_ste": -0.05}, noise=0.02, seed=1)
+    v, m = verdicts_for(aucs, [114.0] * 8)  # the pruned arms process every token
+    assert m["regime"]["tokens_pruned"]["unified"]["unit"] == "by design"
+    assert all(v[c]["regime"] == "not reached" for c in ("U1", "U2", "U3"))
+
+
+def test_a_failed_seed_aa_control_makes_the_claims_inconclusive():
+    aucs = arms({**ARMS, "search_only": -0.05, "template_only": -0.05}, noise=0.02, seed=1)
+    v, m = verdicts_for(aucs, CLEAR_IN, aa=aa_like(aucs, 0.005, 3))
+    assert m["controls"]["seed_aa"]["passed"] and v["U2"]["verdict"] == "reproduced"
+    assert m["controls"]["seed_aa"]["kind"] == "seed A/A" and m["aa_seeds"] == list(AA_SEEDS)
+    broken = {s: run_metrics(np.asarray(x["finetuned"]["per_sequence_auc"]) + 0.1, [114.0] * 8)
+              for s, x in aa_like(aucs, 0.005, 3).items()}
+    v, m = verdicts_for(aucs, CLEAR_IN, aa=broken)
+    assert not m["controls"]["seed_aa"]["passed"] and not m["controls"]["seed_aa_ratio"]["passed"]
+    assert v["U2"]["verdict"] == "inconclusive" and "seed_aa" in v["U2"]["reason"]
+
+
+def test_latency_speedups_are_judged_against_the_aa_control():
     lat = effects.latency_effects(stable_latency()["pairs"])["b1"]
-    assert lat["control"]["stable"] and lat["variants"]["utptrack"]["value"] == pytest.approx(2.0, abs=0.05)
-    assert "unstable" not in lat["variants"]["utptrack"]
+    assert lat["control"]["passed"] and lat["control"]["kind"] == "timing A/A"
+    e = lat["variants"]["utptrack"]
+    assert e["value"] == pytest.approx(2.0, abs=0.05) and e["aa_factor"] >= 1
+    assert e["ci"][0] <= e["ci_unwidened"][0] and e["ci"][1] >= e["ci_unwidened"][1]
     shaky = stable_latency()["pairs"]
     shaky["b1"][AA] = {"baseline_s": [1.0, 1.3, 0.8, 1.2], "variant_s": [1.2, 0.9, 1.1, 0.8]}
     lat = effects.latency_effects(shaky)["b1"]
-    assert not lat["control"]["stable"] and "A/A ratio" in lat["variants"]["utptrack"]["unstable"]
+    wide = lat["variants"]["utptrack"]
+    assert not lat["control"]["passed"] and wide["aa_factor"] > e["aa_factor"] and wide["ci"][0] < e["ci"][0]
+    m = effects.decide(constructed_evals(arms(ARMS, 0.02), NULL_IN), {"pairs": shaky}, ROLES, None,
+                       aa_evals(arms(ARMS, 0.02)))
+    assert m["controls"]["latency_aa_b1"]["kind"] == "timing A/A"
 
 
-def test_tables_show_seeds_intervals_and_latency():
-    evals = constructed_evals(arms(ARMS, 0.02),
-                              NULL_IN)
-    m = effects.decide(evals, stable_latency(), ROLES)
+def test_tables_show_seeds_intervals_regime_and_latency():
+    evals = constructed_evals(arms(ARMS, 0.02), NULL_IN)
+    m = effects.decide(evals, stable_latency(), ROLES, None, aa_evals(arms(ARMS, 0.02)))
     tables = effects.report_tables(m, evals, {"utptrack": {"ce": 0.7, "dte": 0.6, "ste": 0.6}})
-    assert "seeds [0, 1, 2]" in tables and "| utptrack | training_free | 0.70/0.60/0.60 |" in tables
+    assert "seeds [0, 1, 2]" in tables and "fine-tuned on seeds [100, 101, 102]" in tables
+    assert "| utptrack | training_free | 0.70/0.60/0.60 |" in tables and "| ce_dte_ste | training_free |" not in tables
     assert "block mean 27.1%" in tables and "after the last block 64.0%" in tables
     assert "| 1 | A/A control |" in tables and "| 1 | utptrack | 500.00 |" in tables
+    assert "a tracker that never moves" in tables and "| seed_aa | seed A/A |" in tables
 
 
 def test_bad_params_name_file_and_key():
@@ -620,7 +679,7 @@ def test_paper_profile_chain_on_local_files(tmp_path):
     sec["crops"]["max_gap"] = 3
     sec["evaluate"]["update_interval"] = 2
     sec["latency"].update(batch_sizes=[1, 2], warmup=0, pairs=2, flush_mb=1)
-    sec["seeds"] = [0, 1]
+    sec["seeds"], sec["aa_seeds"] = [0, 1], [100, 101]
     path = tmp_path / "utptrack.yaml"
     path.write_text(yaml.safe_dump(params))
 
@@ -630,7 +689,7 @@ def test_paper_profile_chain_on_local_files(tmp_path):
     t = run_stage("utptrack", train, path, r / "train", ["model", "crops", "loss", "train"], [("data", r / "data")])
     cfg = json.loads((r / "train" / "model" / "config.json").read_text())
     assert cfg["vit"]["num_hidden_layers"] == 24 and cfg["search_size"] == 224 and t["steps"] == 1
-    runs = [(v, s) for v in sec["variants"] for s in sec["seeds"]]
+    runs = [(v, s) for v in sec["variants"] for s in sec["seeds"]] + [("baseline", s) for s in sec["aa_seeds"]]
     for v, s in runs:
         run_stage("utptrack", finetune, path, r / "finetune" / v / f"seed{s}", ["crops", "variants", "finetune"],
                   [("data", r / "data"), ("model", r / "train")], [("variant", v), ("seed", s)])
@@ -639,6 +698,9 @@ def test_paper_profile_chain_on_local_files(tmp_path):
                        [("data", r / "data"), ("model", r / "finetune" / v / f"seed{s}"),
                         ("baseline", r / "finetune" / "baseline" / f"seed{s}")], [("variant", v), ("seed", s)])
         assert 0 <= ev["finetuned"]["auc"] <= 1 and len(ev["finetuned"]["per_sequence_auc"]) == 2
+        assert ("training_free" in ev) == (v in sec["evaluate"]["training_free"])
+        # the still tracker reports frame 0's box everywhere: frame 0 scores IoU 1, so its AUC is above 0
+        assert len(ev["trivial"]["per_sequence_auc"]) == 2 and ev["trivial"]["auc"] > 0
     # published schedule on 14 x 14 search / 7 x 7 template tokens: 196 -> 138 -> 97 -> 68, 49 -> 30 -> 18 -> 11,
     # counted in the forward
     utp = json.loads((r / "evaluate" / "utptrack" / "seed1" / "metrics.json").read_text())["metrics"]
@@ -650,10 +712,12 @@ def test_paper_profile_chain_on_local_files(tmp_path):
     assert len(lat["pairs"]["b2"]["utptrack"]["variant_s"]) == 2
     inputs = [(f"{stage}_{v}_seed{s}", r / stage / v / f"seed{s}") for stage in ("evaluate", "finetune")
               for v, s in runs] + [("latency", r / "latency")]
-    m = run_stage("utptrack", analysis, path, r / "analysis", ["seeds", "variants", "analysis"], inputs)
+    m = run_stage("utptrack", analysis, path, r / "analysis", ["seeds", "aa_seeds", "variants", "analysis"], inputs)
     assert m["u1"]["relative_auc"]["n"] == 2 and m["u1"]["tokens_pruned_block_mean"]["unit"] == "by design"
-    assert m["u2"]["unified_minus_search_only"]["n_items"] == 4
-    assert m["u2"]["unified_minus_template_only"]["n_items"] == 4
+    assert m["u2"]["unified_minus_search_only"]["n_items"] == 2
+    assert m["u2"]["unified_minus_template_only"]["n_items"] == 2
+    assert m["controls"]["seed_aa"]["effect"]["n"] == 2 and set(m["controls"]) >= {"latency_aa_b1", "latency_aa_b2"}
+    assert m["regime"]["baseline_minus_trivial"]["n_items"] == 2
     assert m["validation"]["utptrack"]["steps"] == [0, 1, 2]
     assert (r / "analysis" / "tradeoff.png").stat().st_size > 1000
     assert "A/A control" in (r / "analysis" / "tables.md").read_text()

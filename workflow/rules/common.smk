@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from repro.core import config as rc  # noqa: E402  (light: no torch)
+from repro.core import tracking  # noqa: E402  (light: MLflow is imported by the flusher process only)
 from repro.core.deps import module_sources  # noqa: E402
 
 try:  # every params file is checked before any job starts; the message names file and key
@@ -19,7 +20,11 @@ except rc.ParamsError as err:
 
 PROFILE = config["profile"]
 SEED = config["seed"]
+SEED_OFFSET = config["seed_offset"]
+RUN = rc.run_name(PROFILE, SEED_OFFSET)  # results/<RUN>/, reports/<RUN>/, logs/<RUN>/
 PAPERS = config["papers"]
+for _params in PARAMS.values():  # a replication: every rule and job sees the shifted seeds
+    _params[PROFILE] = rc.shift_seeds(_params[PROFILE], SEED_OFFSET)
 for _paper in PAPERS:
     if _paper not in PARAMS:
         raise WorkflowError(f"params/config.yaml: papers lists {_paper!r} but params/{_paper}.yaml is missing")
@@ -28,13 +33,14 @@ REPORT_INPUTS = {}  # paper -> {"summary": dir, "stages": [dirs]}, filled by `st
 JOBS = {}  # (paper, stage) -> {wildcard values: output dir} of every job of the stage
 CONDA_ENV = "../envs/repro.yml"
 # Jobs import the package from this checkout's src/ (not whichever copy pip installed), run the
-# interpreter that runs Snakemake, and never reach for the hub.
-PYTHON = (f"PYTHONPATH={Path(workflow.basedir) / 'src'} HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 "
-          f"{sys.executable}")
+# interpreter that runs Snakemake, never reach for the hub, and hash str the same way in every run
+# (set iteration order; Python reads PYTHONHASHSEED only at start-up, so it is set here).
+PYTHON = (f"PYTHONPATH={Path(workflow.basedir) / 'src'} PYTHONHASHSEED={SEED} HF_HUB_OFFLINE=1 "
+          f"HF_DATASETS_OFFLINE=1 {sys.executable}")
 
 
 def results(paper, *parts):
-    return os.path.join("results", PROFILE, paper, *parts)
+    return os.path.join("results", RUN, paper, *parts)
 
 
 def section(paper, names):
@@ -65,7 +71,8 @@ def _parts(wildcards):
 
 
 def named_inputs(wildcards, input):
-    return " ".join(f"--input {k}={v}" for k, v in input.items() if k != "code")
+    """--input name=path for each named input; an input function may return [] to leave its name out."""
+    return " ".join(f"--input {k}={v}" for k, v in input.items() if k != "code" and str(v))
 
 
 def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, mem_mb=2000, gpu=False,
@@ -108,7 +115,7 @@ def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, 
                           for s in reads},
             inputs=named_inputs,
         log:
-            os.path.join("logs", PROFILE, paper, name, *parts) + ".log",
+            os.path.join("logs", RUN, paper, name, *parts) + ".log",
         conda:
             CONDA_ENV
         threads: (os.cpu_count() or 1) if timing else threads
@@ -117,6 +124,7 @@ def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, 
             gpu=int(gpu),
         shell:
             f"{PYTHON} -m repro.papers.{paper}.{name} --paper {paper} --stage {name} --profile {PROFILE} "
+            f"--seed-offset {SEED_OFFSET} "
             f"--sections {','.join(reads)} --params-sha {rc.params_hash(section(paper, reads))} "
             f"--seed {SEED} --threads {{threads}} --out {{output}} "
             f"{{params.inputs}} {flags} > {{log}} 2>&1"
@@ -124,10 +132,21 @@ def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, 
     return output
 
 
-def flush_tracking():
-    """Jobs queue their MLflow runs; one process logs them all when Snakemake stops."""
+def start_tracking():
+    """Jobs queue their MLflow records; one flusher process (the store's only writer) logs them while
+    the workflow runs, so `mlflow ui` shows each job as it starts and ends."""
     if config["tracking"]["mlflow"]:
-        shell(f"{PYTHON} -m repro.core.tracking flush")
+        tracking.start()
+
+
+def flush_tracking():
+    """The flusher's last flush: every job of this run is in the store when Snakemake returns."""
+    if config["tracking"]["mlflow"]:
+        print(tracking.stop())
+
+
+onstart:
+    start_tracking()
 
 
 onsuccess:

@@ -6,13 +6,13 @@
 rule snapshot:
     input:
         [path for p in PAPERS for path in REPORT_INPUTS[p]["stages"]],
-        f"reports/{PROFILE}/index.md",
+        f"reports/{RUN}/index.md",
     output:
-        f"results/{PROFILE}/dvc-snapshot.json",
+        f"results/{RUN}/dvc-snapshot.json",
     params:
-        targets=" ".join([results(p) for p in PAPERS] + [f"reports/{PROFILE}"]),
+        targets=" ".join([results(p) for p in PAPERS] + [f"reports/{RUN}"]),
     log:
-        f"logs/{PROFILE}/snapshot.log",
+        f"logs/{RUN}/snapshot.log",
     conda:
         CONDA_ENV
     threads: 1

@@ -10,7 +10,7 @@ rule paper_report:
         unpack(lambda wc: REPORT_INPUTS[wc.paper]),
         code=code("repro.report.render"),
     output:
-        directory(f"reports/{PROFILE}/{{paper}}"),
+        directory(f"reports/{RUN}/{{paper}}"),
     params:
         claims=lambda wc: PARAMS[wc.paper]["claims"],
         stages=lambda wc, input: " ".join(f"--stage {s}" for s in input.stages),
@@ -18,7 +18,7 @@ rule paper_report:
         tracking=lambda wc: (f"--parent-hash {rc.parent_hash(PARAMS[wc.paper][PROFILE], SEED)}"
                              if config["tracking"]["mlflow"] else ""),
     log:
-        f"logs/{PROFILE}/{{paper}}/report.log",
+        f"logs/{RUN}/{{paper}}/report.log",
     conda:
         CONDA_ENV
     threads: 1
@@ -26,26 +26,26 @@ rule paper_report:
         mem_mb=1000,
     shell:
         f"{PYTHON} -m repro.report.render paper --paper {{wildcards.paper}} "
-        f"--profile {PROFILE} --summary {{input.summary}} {{params.stages}} {{params.tracking}} --out {{output}} "
+        f"--profile {PROFILE} --seed-offset {SEED_OFFSET} --summary {{input.summary}} {{params.stages}} {{params.tracking}} --out {{output}} "
         f"> {{log}} 2>&1"
 
 
 rule index:
     input:
-        reports=[f"reports/{PROFILE}/{p}" for p in PAPERS],
+        reports=[f"reports/{RUN}/{p}" for p in PAPERS],
         code=code("repro.report.render"),
     output:
-        md=f"reports/{PROFILE}/index.md",
-        html=f"reports/{PROFILE}/index.html",
+        md=f"reports/{RUN}/index.md",
+        html=f"reports/{RUN}/index.html",
     params:
         reports=lambda wc, input: " ".join(f"--report {r}" for r in input.reports),
     log:
-        f"logs/{PROFILE}/index.log",
+        f"logs/{RUN}/index.log",
     conda:
         CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
     shell:
-        f"{PYTHON} -m repro.report.render index --profile {PROFILE} {{params.reports}} "
-        f"--out reports/{PROFILE} > {{log}} 2>&1"
+        f"{PYTHON} -m repro.report.render index --profile {PROFILE} --seed-offset {SEED_OFFSET} {{params.reports}} "
+        f"--out reports/{RUN} > {{log}} 2>&1"

@@ -1,14 +1,20 @@
 # UTPTrack: data -> train (un-pruned tracker, one seed) -> finetune/{variant}/seed{seed} (keep-rate
-# warm-up; `baseline` fine-tuned as long, unpruned) -> evaluate/{variant}/seed{seed} (fine-tuned, and
-# training-free on the same seed's baseline; whole test sequences with template updates); latency
+# warm-up; `baseline` fine-tuned as long, unpruned, also on the A/A seeds) -> evaluate/{variant}/seed{seed}
+# (fine-tuned, and training-free on the same seed's baseline for the variants the params list; whole test
+# sequences with template updates); latency
 # (random init, all variants interleaved with the un-pruned tracker) -> analysis -> report.
-TRACKER_RUNS = product(variant=list(PARAMS["utptrack"][PROFILE]["variants"]), seed=PARAMS["utptrack"][PROFILE]["seeds"])
+UTP = PARAMS["utptrack"][PROFILE]
+# every variant on the seeds, and the un-pruned baseline again on the A/A seeds (seed-only A/A control)
+TRACKER_RUNS = (product(variant=list(UTP["variants"]), seed=UTP["seeds"])
+                + product(variant=["baseline"], seed=UTP["aa_seeds"]))
 # a job reads its variant's entry and the one whose budget it matches: editing another re-runs nothing
 OWN_VARIANT = {"variants": lambda variants, wc: {v: variants[v] for v in (wc.variant, variants[wc.variant].get("match_budget")) if v}}
 
 data = stage("utptrack", "data", reads=["data"], mem_mb=3000)
+# pre-training runs alone (everything else waits for it), so it takes both cores; the fine-tuning and
+# evaluation jobs have small matrices: one thread each lets two jobs share the cores
 train = stage("utptrack", "train", input={"data": data}, reads=["model", "crops", "loss", "train"],
-              mem_mb=3000, gpu=True)  # small matrices: one thread each lets two jobs share the cores
+              threads=2, mem_mb=3000, gpu=True)
 finetune = stage("utptrack", "finetune", input={"data": data, "model": train}, each=TRACKER_RUNS,
                  reads=["crops", "variants", "finetune"], narrow=OWN_VARIANT, mem_mb=3000,
                  gpu=True)
@@ -20,4 +26,4 @@ stage("utptrack", "latency", reads=["model", "crops", "variants", "latency"], ti
 stage("utptrack", "analysis",
       input={**outputs("utptrack", "evaluate"), **outputs("utptrack", "finetune"),
              **outputs("utptrack", "latency")},
-      reads=["seeds", "variants", "analysis"], summary=True)
+      reads=["seeds", "aa_seeds", "variants", "analysis"], summary=True)

@@ -53,6 +53,11 @@ def validate_config(config: dict, source: str = "params/config.yaml") -> None:
 def validate_paper(params: dict, paper: str, source: str | None = None) -> None:
     """A paper file has a section per profile (checked by the paper's own schema) and `claims`."""
     source = source or f"params/{paper}.yaml"
+    for i, claim in enumerate(params.get("claims") or []):  # the schema's oneOf, with a readable message
+        if isinstance(claim, dict) and ("regime" in claim) == ("regime_none" in claim):
+            raise ParamsError(f"{source}: key 'claims.{i}': claim {claim.get('id')!r} needs `regime:` (the checks "
+                              "that say when its checks mean something) or `regime_none:` (why none is needed), "
+                              "exactly one of the two")
     check(params, load_yaml(SCHEMA_DIR / "paper.schema.yaml"), source)
     section_schema = load_yaml(SCHEMA_DIR / f"{paper}.schema.yaml")
     for profile in PROFILES:
@@ -60,10 +65,12 @@ def validate_paper(params: dict, paper: str, source: str | None = None) -> None:
     validate_claims(params["claims"], declared_metrics(paper), source)
 
 
-# What a check's threshold must be for each kind of metric an analysis declares.
+# What a check's threshold must be for each kind of metric an analysis declares; `control` records
+# (controls.<name>: a timing or seed-only A/A) are named by a claim's `controls:`, never checked.
 KINDS = {"effect": ((int, float), (">", ">=", "<", "<=", "==", "!="), "a number"),
          "bool": ((bool,), ("==", "!="), "true or false"),
-         "name": ((str,), ("==", "!="), "a string")}
+         "name": ((str,), ("==", "!="), "a string"),
+         "control": ((), (), "a control record")}
 
 
 def declared_metrics(paper: str) -> dict[str, str]:
@@ -82,27 +89,37 @@ def declared_metrics(paper: str) -> dict[str, str]:
 
 
 def validate_claims(claims: list[dict], declared: dict[str, str], source: str) -> None:
-    """Ids unique; each check names a declared metric and a threshold of that metric's kind."""
+    """Ids unique; each check and regime check names a declared metric and a threshold of that
+    metric's kind; each named control is a declared control."""
     seen = set()
     for i, claim in enumerate(claims):
         where = f"{source}: key 'claims.{i}"
         if claim["id"] in seen:
             raise ParamsError(f"{where}.id': claim id {claim['id']!r} appears twice")
         seen.add(claim["id"])
-        for j, c in enumerate(claim["checks"]):
-            at = f"{where}.checks.{j}"
-            if c["metric"] not in declared:
-                close = [m for m in declared if m.split(".")[0] == c["metric"].split(".")[0]] or sorted(declared)
-                raise ParamsError(f"{at}.metric': {c['metric']!r} is not a metric the analysis declares; "
-                                  f"it writes {', '.join(sorted(close))}")
-            types, ops, what = KINDS[declared[c["metric"]]]
-            value_ok = isinstance(c["value"], types) and not (bool not in types and isinstance(c["value"], bool))
-            if not value_ok:
-                raise ParamsError(f"{at}.value': {c['value']!r} ({type(c['value']).__name__}) for "
-                                  f"{c['metric']} ({declared[c['metric']]}): expected {what}")
-            if c["op"] not in ops:
-                raise ParamsError(f"{at}.op': {c['op']!r} cannot compare {declared[c['metric']]} "
-                                  f"{c['metric']}; use one of {', '.join(ops)}")
+        for part in ("checks", "regime"):
+            for j, c in enumerate(claim.get(part, [])):
+                _validate_check(c, declared, f"{where}.{part}.{j}")
+        controls = sorted(m.split(".", 1)[1] for m, kind in declared.items() if kind == "control")
+        for j, name in enumerate(claim.get("controls", [])):
+            if name not in controls:
+                raise ParamsError(f"{where}.controls.{j}': {name!r} is not a control the analysis declares; "
+                                  f"it writes {', '.join(controls) or 'none'}")
+
+
+def _validate_check(c: dict, declared: dict[str, str], at: str) -> None:
+    if c["metric"] not in declared or declared[c["metric"]] == "control":
+        close = [m for m in declared if m.split(".")[0] == c["metric"].split(".")[0]] or sorted(declared)
+        raise ParamsError(f"{at}.metric': {c['metric']!r} is not a metric the analysis declares; "
+                          f"it writes {', '.join(sorted(close))}")
+    types, ops, what = KINDS[declared[c["metric"]]]
+    value_ok = isinstance(c["value"], types) and not (bool not in types and isinstance(c["value"], bool))
+    if not value_ok:
+        raise ParamsError(f"{at}.value': {c['value']!r} ({type(c['value']).__name__}) for "
+                          f"{c['metric']} ({declared[c['metric']]}): expected {what}")
+    if c["op"] not in ops:
+        raise ParamsError(f"{at}.op': {c['op']!r} cannot compare {declared[c['metric']]} "
+                          f"{c['metric']}; use one of {', '.join(ops)}")
 
 
 def load_paper(paper: str, path: Path | str | None = None) -> dict:
@@ -118,6 +135,32 @@ def select(section: dict, names: Iterable[str]) -> dict:
     if missing:
         raise ParamsError(f"params section lacks {missing}; it has {sorted(section)}")
     return {n: section[n] for n in names}
+
+
+def shift_seeds(section: Any, offset: int) -> Any:
+    """The same section with every training seed moved by `offset` (keys seed/seeds and *_seed/*_seeds,
+    at any depth): a replication on a disjoint seed set. The data's seed (params/config.yaml) stays."""
+    if not offset:
+        return section
+    if isinstance(section, list):
+        return [shift_seeds(v, offset) for v in section]
+    if not isinstance(section, dict):
+        return section
+    out = {}
+    for key, value in section.items():
+        seedy = key in ("seed", "seeds") or key.endswith(("_seed", "_seeds"))
+        if seedy and isinstance(value, int) and not isinstance(value, bool):
+            out[key] = value + offset
+        elif seedy and isinstance(value, list) and all(isinstance(v, int) for v in value):
+            out[key] = [v + offset for v in value]
+        else:
+            out[key] = shift_seeds(value, offset)
+    return out
+
+
+def run_name(profile: str, seed_offset: int) -> str:
+    """The folder of a run under results/ and reports/: the profile, or a replication's own."""
+    return profile if not seed_offset else f"{profile}-seeds{seed_offset}"
 
 
 def params_hash(obj: Any) -> str:

@@ -1,9 +1,10 @@
 """What a job wrote, by content: recorded in its metrics.json, verified before anything reads it.
 
-Every stage records the sha256 of each file of its output folder (`provenance.outputs_sha256`);
-the stages that consume the folder, the report and `snapshot` verify those hashes first, so a
-truncated or edited checkpoint fails with the file's name instead of deep inside a loader (Snakemake
-dates directory outputs by their `.snakemake_timestamp` and cannot see it).
+Every stage records the sha256 of each file of its output folder (`provenance.outputs_sha256`) and
+of the metrics block of its metrics.json (`provenance.metrics_sha256`); the stages that consume the
+folder, the report and `snapshot` verify those hashes first, so a truncated or edited checkpoint, or
+an edited number in metrics.json, fails with the file's name instead of deep inside a loader or in a
+report (Snakemake dates directory outputs by their `.snakemake_timestamp` and cannot see it).
 
     python -m repro.core.integrity results/mini      # verify every job folder under a tree
 """
@@ -36,6 +37,12 @@ def record(folder: Path) -> dict[str, str]:
     return {rel: sha256_path(p) for rel, p in content_files(Path(folder)).items()}
 
 
+def metrics_sha256(metrics) -> str:
+    """Digest of a metrics block as loaded from JSON (key order and whitespace do not count)."""
+    blob = json.dumps(metrics, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def problems(folder: Path) -> list[str]:
     """Every way `folder` differs from its metrics.json record (empty: intact)."""
     folder = Path(folder)
@@ -43,12 +50,24 @@ def problems(folder: Path) -> list[str]:
     if not metrics.exists():
         return [f"{folder}: no {METRICS} (not written by a finished job)"]
     try:
-        recorded = read_json(metrics)["provenance"]["outputs_sha256"]
-    except (ValueError, KeyError, TypeError) as exc:
-        return [f"{metrics}: no readable provenance.outputs_sha256 ({type(exc).__name__}: {exc}); "
-                "written by an older version or damaged: re-run its rule"]
-    found = content_files(folder)
+        data = read_json(metrics)
+    except ValueError as exc:
+        return [f"{metrics}: not valid JSON ({exc}): truncated or damaged after its job wrote it; re-run its "
+                "rule or restore it with dvc pull"]
+    try:
+        recorded = data["provenance"]["outputs_sha256"]
+        recorded_metrics = data["provenance"]["metrics_sha256"]
+        block = data["metrics"]
+    except (KeyError, TypeError) as exc:
+        return [f"{metrics}: no readable provenance.outputs_sha256 / metrics_sha256 or metrics ({type(exc).__name__}: "
+                f"{exc}); written by an older version or damaged: re-run its rule"]
     out = []
+    actual_metrics = metrics_sha256(block)
+    if actual_metrics != recorded_metrics:
+        out.append(f"{metrics}: metrics block sha256 {actual_metrics[:16]}... but its job recorded "
+                   f"{recorded_metrics[:16]}... (provenance.metrics_sha256): a number changed after the job wrote "
+                   "it (edited or damaged); re-run its rule or restore it with dvc pull")
+    found = content_files(folder)
     for rel, expected in sorted(recorded.items()):
         if rel not in found:
             out.append(f"{folder / rel}: missing; its job recorded sha256 {expected[:16]}... in {metrics}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
@@ -10,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from repro.core.config import REPO_ROOT
-from repro.core.integrity import content_hash
+from repro.core.integrity import content_hash, metrics_sha256
 from repro.core.io import atomic_write_json
 
 TRACKED_PACKAGES = ("torch", "transformers", "snakemake", "mlflow", "datasets", "accelerate")
@@ -81,4 +82,7 @@ def provenance(*, paper: str, stage: str, profile: str, params_hash: str, seed: 
 
 
 def write_metrics(path: Path, metrics: dict, prov: dict) -> None:
-    atomic_write_json(path, {"metrics": metrics, "provenance": prov})
+    """metrics.json, with `provenance.metrics_sha256`: the digest of the metrics block as a reader loads
+    it, verified wherever the output hashes are (an edited number is refused, not reported)."""
+    loaded = json.loads(json.dumps(metrics, default=str))  # as written (default=str), then read back
+    atomic_write_json(path, {"metrics": loaded, "provenance": {**prov, "metrics_sha256": metrics_sha256(loaded)}})

@@ -1,7 +1,10 @@
-"""One call seeds every generator a job touches, and pins CPU threads for repeatable numbers."""
+"""One call seeds every generator a job touches, and pins CPU threads for repeatable numbers.
+
+str hashing (set iteration order) is fixed by PYTHONHASHSEED, which Python reads only at start-up:
+the workflow sets it in every job's environment (PYTHON in workflow/rules/common.smk), not here.
+"""
 from __future__ import annotations
 
-import os
 import random
 
 
@@ -12,7 +15,6 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
     if threads:
         torch.set_num_threads(threads)
     # No torch.use_deterministic_algorithms: it imports torch._inductor (2 s per job), and the CPU

@@ -15,9 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from repro.core import integrity
 from repro.core.config import REPO_ROOT
-from repro.core.io import atomic_write_json
+from repro.core.io import atomic_write_json, atomic_write_text
 
 
 def dvc(*args: str) -> None:
@@ -43,6 +45,23 @@ def dvc_file(profile: str, target: Path) -> Path:
     return snapshot_dir(profile) / f"{name}.dvc"
 
 
+def move_record(beside: Path, record: Path, target: Path) -> None:
+    """Move the `.dvc` record that `dvc add target` wrote beside it to `record`, with its `outs` path
+    relative to the new place (read and written as YAML: DVC quotes names YAML would misread)."""
+    try:
+        data = yaml.safe_load(beside.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"{beside}: cannot read the record `dvc add` wrote ({exc})") from None
+    outs = data.get("outs") if isinstance(data, dict) else None
+    if not (isinstance(outs, list) and len(outs) == 1 and isinstance(outs[0], dict)
+            and outs[0].get("path") == target.name):
+        raise SystemExit(f"{beside}: key 'outs': expected one entry with path {target.name!r} (what `dvc add "
+                         f"{target}` writes), found {outs!r}")
+    outs[0]["path"] = os.path.relpath(target.resolve(), record.parent.resolve())
+    atomic_write_text(record, yaml.safe_dump(data, sort_keys=False))
+    beside.unlink()
+
+
 def push(profile: str, targets: list[Path], out: Path) -> None:
     jobs = verify_trees(targets)
     files = []
@@ -52,11 +71,7 @@ def push(profile: str, targets: list[Path], out: Path) -> None:
             dvc("commit", "--force", str(record))
         else:  # `dvc add` writes the record beside the folder; move it where a clean keeps it
             dvc("add", str(target))
-            beside = target.with_name(target.name + ".dvc")
-            record.parent.mkdir(parents=True, exist_ok=True)
-            path = os.path.relpath(target.resolve(), record.parent.resolve())
-            record.write_text(beside.read_text().replace(f"path: {target.name}\n", f"path: {path}\n"))
-            beside.unlink()
+            move_record(target.with_name(target.name + ".dvc"), record, target)
         files.append(record)
     dvc("push", *map(str, files))
     atomic_write_json(out, {"job_folders_verified": jobs, "dvc_files": [str(f.relative_to(REPO_ROOT)) for f in files],

@@ -5,9 +5,10 @@ alternates, so neither side always runs second), touches a buffer larger than th
 before each call (no call inherits the previous one's warm cache; on a GPU the buffer lives there
 and clears L2), and synchronises the device around each call. A per-pair ratio cancels what drifts
 slowly (other processes, clock scaling); repro.report.intervals.speedup turns the pairs into a
-median ratio with a bootstrap interval over pairs. Every timing job also times the baseline against an identical copy of
-itself (`AA` = the A/A control): when that ratio's interval leaves [0.97, 1.03], the job's timing
-was unstable and its timing verdicts are inconclusive.
+median ratio with an order-statistic interval over pairs. Every timing job also times the baseline
+against an identical copy of itself (`AA` = the A/A control): repro.report.intervals.against_aa widens
+each timing effect by that control's deviation from 1, and the report's Controls section shows whether
+it stayed within AA_BOUNDS.
 
 torch.utils.benchmark's Timer measures one statement in blocks of repeats; alternating pairs and
 cache flushes between calls are what this harness adds, so it uses perf_counter directly.
@@ -59,20 +60,3 @@ def interleaved(baseline: Callable[[], object], variants: dict[str, Callable[[],
             out[name]["variant_s"].append(v)
     return out
 
-
-def control(aa: dict) -> dict:
-    """The A/A speedup effect and whether its interval stayed within AA_BOUNDS (stable timing)."""
-    lo, hi = aa["ci"]
-    stable = lo is not None and AA_BOUNDS[0] <= lo and hi <= AA_BOUNDS[1]
-    return {**aa, "stable": stable}
-
-
-def mark_unstable(e: dict, ctrl: dict) -> dict:
-    """An effect measured in a job whose A/A control failed carries the reason (its verdict is
-    then inconclusive)."""
-    if ctrl["stable"]:
-        return e
-    lo, hi = ctrl["ci"]
-    why = ("no interval" if lo is None else f"A/A ratio {ctrl['value']:.3f} [{lo:.3f}, {hi:.3f}]"
-           f" outside [{AA_BOUNDS[0]}, {AA_BOUNDS[1]}]")
-    return {**e, "unstable": why}

@@ -75,7 +75,7 @@ def in_kind(prompt: str, kind: dict) -> bool:
     return kind["operands"][0] <= len(xs) <= kind["operands"][1] and all(lo <= len(x) <= hi for x in xs)
 
 
-def sample_split(n: int, kinds: list[dict], seed: int, exclude: set[str] = frozenset(),
+def sample_split(n: int, kinds: list[dict], seed: int | str, exclude: set[str] = frozenset(),
                  held_out: list[dict] = ()) -> dict:
     """n problems spread evenly over `kinds` (each {operands, digits}); prompts in `exclude` and
     problems that a `held_out` kind could have drawn are skipped."""
@@ -94,10 +94,12 @@ def sample_split(n: int, kinds: list[dict], seed: int, exclude: set[str] = froze
 
 
 def generate_task(source: dict, seed: int):
-    """DatasetDict(sft, train, id_test, ood_test): SFT solutions and RL prompts from the ID
-    distribution, test prompts never seen in training. The OOD kinds are held out of every ID split,
-    so an OOD kind may overlap the ID ranges (e.g. every operand two-digit, a combination training
-    never shows); where they do not overlap, nothing is skipped and the splits are the same."""
+    """DatasetDict(sft, train, id_test, ood_test[, id_val, ood_val]): SFT solutions and RL prompts
+    from the ID distribution, test prompts never seen in training. The OOD kinds are held out of every
+    ID split, so an OOD kind may overlap the ID ranges (e.g. every operand two-digit, a combination
+    training never shows); where they do not overlap, nothing is skipped and the splits are the same.
+    With `val_prompts`, validation splits (for choosing design values) are drawn after the others,
+    disjoint from training and test; the other splits do not change."""
     import datasets
 
     id_kinds, ood_kinds = [source["id"]], source["ood"]
@@ -106,8 +108,13 @@ def generate_task(source: dict, seed: int):
     seen = set(sft["prompt"]) | set(train["prompt"])
     id_test = sample_split(source["test_prompts"], id_kinds, seed * 4 + 3, exclude=seen, held_out=ood_kinds)
     ood_test = sample_split(source["test_prompts"], ood_kinds, seed * 4 + 4, exclude=seen)
-    return datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in
-                                 {"sft": sft, "train": train, "id_test": id_test, "ood_test": ood_test}.items()})
+    splits = {"sft": sft, "train": train, "id_test": id_test, "ood_test": ood_test}
+    if source.get("val_prompts"):
+        seen |= set(id_test["prompt"]) | set(ood_test["prompt"])
+        splits["id_val"] = sample_split(source["val_prompts"], id_kinds, f"{seed}:id_val", exclude=seen,
+                                        held_out=ood_kinds)
+        splits["ood_val"] = sample_split(source["val_prompts"], ood_kinds, f"{seed}:ood_val", exclude=seen)
+    return datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in splits.items()})
 
 
 def load_hub_task(source: dict):

@@ -183,6 +183,14 @@ def load_tokens(data_dir, split: str) -> np.ndarray:
     return np.load(Path(data_dir) / f"{split}.npy")
 
 
+def unigram_entropy(data_dir, split: str = "validation") -> float:
+    """Entropy (nats per token) of a split's own token frequencies: the loss of the best
+    context-free model of that text, the level a language model must clearly beat to have learned."""
+    counts = np.bincount(load_tokens(data_dir, split))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
 def prepare(ctx) -> dict:
     """The data stage of every paper on the text corpus: `data.source` read or built, then tokenized
     with `data.tokenizer` and saved (`save_prepared`)."""

@@ -10,7 +10,7 @@ is the same in every frame (a static camera).
 Per-second reasoning units (`units`) are computed from the frame states alone, unit g from the
 frames of seconds 0..g only (`unit_at`), by diffing the last frame of second g against the last
 frame of second g-1 and the motion between consecutive frames: never from the script or a future
-frame. Unit 0 lists the objects in view; a later unit describes what changed ("red circle stops",
+frame. Unit 0 lists the objects in view (reading order); a later unit describes what changed ("red circle stops",
 "blue square turns green") or is `<skip>`. The holistic target of the batch baseline rewrites the
 non-skip units into one evidence text, each change stamped with its second ("at 3 red circle stops").
 
@@ -47,9 +47,11 @@ def _verb(event: dict) -> str:
 # ---------------------------------------------------------------- the script and the frame states
 
 
-def script(rng: np.random.Generator, seconds: int, events: tuple[int, int]) -> dict:
+def script(rng: np.random.Generator, seconds: int, events: tuple[int, int], kinds: tuple[str, ...] = EVENTS,
+           drift: float = 0.6) -> dict:
     """Initial objects (id, shape, colour, size, centre, velocity per second) and the scripted events
-    (second, frame offset within the second as a fraction, kind, object id)."""
+    (second, frame offset within the second as a fraction, kind, object id): each event's kind is
+    drawn among those of `kinds` the scene allows then; an object drifts with chance `drift`."""
     pairs = [(c, s) for c in scenes.COLOURS for s in scenes.SHAPES]
     order = rng.permutation(len(pairs))
     fresh = iter(pairs[i] for i in order)  # colour-shape pairs never reused in a video
@@ -68,7 +70,7 @@ def script(rng: np.random.Generator, seconds: int, events: tuple[int, int]) -> d
         return {"id": oid, "shape": shape, "colour": colour, "size": "large", "x": x, "y": y,
                 "vx": v[0], "vy": v[1]}
 
-    objects = [new_object(i, moving=bool(rng.random() < 0.6)) for i in range(int(rng.integers(1, 3)))]
+    objects = [new_object(i, moving=bool(rng.random() < drift)) for i in range(int(rng.integers(1, 3)))]
     n_events = int(rng.integers(events[0], events[1] + 1))
     seconds_with_event = sorted(rng.choice(np.arange(1, seconds), size=min(n_events, seconds - 1), replace=False))
     present = {o["id"]: o for o in objects}
@@ -93,10 +95,13 @@ def script(rng: np.random.Generator, seconds: int, events: tuple[int, int]) -> d
         options = ["appear"] + (["disappear", "recolour"] if len(present) > 1 else ["recolour"])
         options += ["stop"] if any(settled(i, sec) for i in moving) else []
         options += ["reverse"] if any(can_reverse(i, sec) and settled(i, sec) for i in moving) else []
+        options = [k for k in options if k in kinds]
+        if not options:  # nothing of the allowed kinds can happen now: the second stays quiet
+            continue
         kind = str(rng.choice(options))
         ev = {"second": int(sec), "at": float(rng.random()), "kind": kind}
         if kind == "appear":
-            obj = new_object(len(colours), moving=bool(rng.random() < 0.5))
+            obj = new_object(len(colours), moving=bool(rng.random() < drift))
             ev["object"] = obj
             present[obj["id"]], colours[obj["id"]] = obj, obj["colour"]
             if obj["vx"] or obj["vy"]:
@@ -165,6 +170,28 @@ def _motion(states: list[list[dict]], f: int) -> dict[int, tuple[float, float]]:
             for o in states[f] if o["id"] in before}
 
 
+def in_view(state: list[dict]) -> str:
+    """The objects of a frame state in reading order (top to bottom, then left to right): unit 0."""
+    return " , ".join(scenes.describe(o) for o in sorted(state, key=lambda o: (round(o["y"], 6), round(o["x"], 6))))
+
+
+def stills(rng: np.random.Generator, n: int, source: dict) -> list[dict]:
+    """`n` one-second still clips ({"frames": fps frames, "caption": `in_view`}) of 1-4 objects at cell
+    centres on a backdrop, drawn like a video's first second: what a perception (captioning)
+    pre-training reads."""
+    pairs = [(c, s) for c in scenes.COLOURS for s in scenes.SHAPES]
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(1, 5))
+        cells = rng.choice(9, size=k, replace=False)
+        state = [{"id": i, "shape": pairs[j][1], "colour": pairs[j][0], "size": "large",
+                  "x": (int(c) % 3 + 0.5) / 3, "y": (int(c) // 3 + 0.5) / 3}
+                 for i, (j, c) in enumerate(zip(rng.choice(len(pairs), size=k, replace=False), cells))]
+        frame = scenes.render(state, source["image_size"], np.random.default_rng(int(rng.integers(2**31))))
+        out.append({"frames": np.stack([frame] * source["fps"]), "caption": in_view(state)})
+    return out
+
+
 def unit_at(seen: list[list[dict]], fps: int) -> str:
     """The unit of the last second of `seen` (the frame states of seconds 0..g, nothing later)."""
     g = len(seen) // fps - 1
@@ -172,7 +199,7 @@ def unit_at(seen: list[list[dict]], fps: int) -> str:
         raise ValueError(f"unit_at needs whole seconds of frames, got {len(seen)} frames at {fps} fps")
     now = {o["id"]: o for o in seen[-1]}
     if g == 0:
-        return " , ".join(scenes.describe(o) for o in seen[-1])
+        return in_view(seen[-1])
     last = (g * fps) - 1  # last frame of the previous second
     before = {o["id"]: o for o in seen[last]}
     said = []
@@ -206,64 +233,121 @@ def holistic(unit_texts: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- questions
+# Balanced by construction: the four options are drawn first (as templates), the right one uniformly
+# among them, and the script is then redrawn until the video makes it true. Given the options, every
+# one is equally likely to be right, so no prior over option texts beats chance (0.25) without the
+# video. A recolour fills two templates ("turns <colour>"), so with appear, disappear and recolour the
+# four options are one template each.
+TEMPLATES = {"appear": ("appears",), "disappear": ("disappears",), "recolour": ("turns *", "turns *"),
+             "stop": ("stops",), "reverse": ("turns back",)}
+COUNTS = ("0", "1", "2", "3")
+MAX_TRIES = 10_000
 
 
-def question(rng: np.random.Generator, plan: dict, kind: str) -> tuple[str, list[str], str] | None:
-    """(question text, four option texts, answer letter), or None when the video cannot ask `kind`."""
+def want(rng: np.random.Generator, kind: str, kinds: tuple[str, ...], events: tuple[int, int]) -> dict:
+    """The options a question of `kind` will offer (templates) and which is right, drawn before the
+    video: four templates out of those of the allowed event kinds (a count: 0-3, the right one uniform
+    over what `events` scripted events allow)."""
+    if kind == "how_many":
+        return {"options": list(COUNTS), "right": int(rng.integers(min(3, events[1]) + 1))}
+    if kind not in QUESTIONS:
+        raise ValueError(f"unknown question kind {kind!r} (expected one of {QUESTIONS})")
+    pool = [(k, t) for k in kinds for t in TEMPLATES[k]]
+    if len(pool) < 4:
+        raise ValueError(f"event kinds {list(kinds)} give {len(pool)} answer templates; a 4-way question needs 4")
+    picks = [pool[i] for i in rng.choice(len(pool), size=4, replace=False)]
+    return {"options": picks, "right": int(rng.integers(4))}
+
+
+def colour_at(plan: dict, oid: int, second: int) -> str:
+    """An object's colour just before `second` (as the unit of that second names it)."""
+    first = next((o for o in plan["objects"] if o["id"] == oid), None)
+    colour = first["colour"] if first else next(e["object"]["colour"] for e in plan["events"]
+                                                if e["kind"] == "appear" and e["id"] == oid)
+    for ev in plan["events"]:
+        if ev["kind"] == "recolour" and ev["id"] == oid and ev["second"] < second:
+            colour = ev["to"]
+    return colour
+
+
+def _shape(plan: dict, oid: int) -> str:
     objects = {o["id"]: o for o in plan["objects"]}
-    objects.update({ev["id"]: ev["object"] for ev in plan["events"] if ev["kind"] == "appear"})
-    named = lambda oid: scenes.describe(objects[oid])  # noqa: E731  (the colour it first had)
+    objects.update({e["id"]: e["object"] for e in plan["events"] if e["kind"] == "appear"})
+    return objects[oid]["shape"]
+
+
+def _fill(rng: np.random.Generator, w: dict, ev: dict, colour: str) -> list[str]:
+    """The option verbs of templates `w` for an event `ev` (the right one) of an object of `colour`:
+    every "turns *" gets a distinct colour other than the object's, the right one the event's."""
+    taken = {colour, ev.get("to")}
+    out = []
+    for j, (_, template) in enumerate(w["options"]):
+        if template != "turns *":
+            out.append(template)
+        elif j == w["right"]:
+            out.append(f"turns {ev['to']}")
+        else:
+            free = [c for c in scenes.COLOURS if c not in taken]
+            c = free[rng.integers(len(free))]
+            taken.add(c)
+            out.append(f"turns {c}")
+    return out
+
+
+def question(rng: np.random.Generator, plan: dict, kind: str, w: dict) -> tuple[str, list[str], str] | None:
+    """(question text, four option texts, answer letter) realising the drawn options `w` (`want`), or
+    None when this video's script cannot make w's right option true. Objects are named with the colour
+    they have just before the event in question (what the per-second unit says)."""
     events = plan["events"]
+    named = lambda ev: f"{colour_at(plan, ev['id'], ev['second'])} {_shape(plan, ev['id'])}"  # noqa: E731
+    letter = LETTERS[w["right"]]
+    if kind == "how_many":
+        n = sum(ev["kind"] == "appear" for ev in events)
+        if n != w["right"]:
+            return None
+        return "how many objects appear ?", list(w["options"]), letter
+    right_kind = w["options"][w["right"]][0]
     if kind == "what_happens":
         counts = {}
         for ev in events:
             counts[ev["id"]] = counts.get(ev["id"], 0) + 1
-        pool = [ev for ev in events if counts[ev["id"]] == 1]
+        pool = [ev for ev in events if counts[ev["id"]] == 1 and ev["kind"] == right_kind]
         if not pool:
             return None
         ev = pool[rng.integers(len(pool))]
-        right = _verb(ev)
-        wrong = [v for v in ("appears", "disappears", "stops", "turns back",
-                             *(f"turns {c}" for c in scenes.COLOURS)) if v != right]
-        text = f"what happens to the {named(ev['id'])} ?"
-    elif kind == "after":
-        if len(events) < 2:
-            return None
-        i = int(rng.integers(len(events) - 1))
-        first, nxt = events[i], events[i + 1]
-        right = f"{named(nxt['id'])} {_verb(nxt)}"
-        wrong = [f"{named(e['id'])} {_verb(e)}" for e in events if e is not nxt and e is not first]
-        while len(set(wrong)) < 3:  # plausible changes that did not happen
-            oid = list(objects)[rng.integers(len(objects))]
-            fake = f"{named(oid)} {str(rng.choice(['appears', 'disappears', 'stops', 'turns back']))}"
-            if fake != right and fake not in {f"{named(e['id'])} {_verb(e)}" for e in events}:
-                wrong.append(fake)
-        wrong = list(dict.fromkeys(wrong))
-        text = f"what happens after the {named(first['id'])} {_verb(first)} ?"
-    elif kind == "how_many":
-        n = sum(ev["kind"] == "appear" for ev in events)
-        right, wrong = str(n), [str(k) for k in range(5) if k != n]
-        text = "how many objects appear ?"
-    else:
-        raise ValueError(f"unknown question kind {kind!r} (expected one of {QUESTIONS})")
-    picks = [wrong[j] for j in rng.choice(len(wrong), size=3, replace=False)]
-    slot = int(rng.integers(4))
-    options = picks[:slot] + [right] + picks[slot:]
-    return text, options, LETTERS[slot]
+        return f"what happens to the {named(ev)} ?", _fill(rng, w, ev, colour_at(plan, ev["id"], ev["second"])), letter
+    # the next event is another object's: about the same object, an option could be ruled out from the
+    # question alone ("after the blue square appears": "blue square appears")
+    pool = [i for i in range(len(events) - 1) if events[i + 1]["kind"] == right_kind
+            and events[i + 1]["id"] != events[i]["id"]]
+    if not pool:
+        return None
+    i = pool[rng.integers(len(pool))]
+    first, nxt = events[i], events[i + 1]
+    verbs = _fill(rng, w, nxt, colour_at(plan, nxt["id"], nxt["second"]))
+    return (f"what happens after the {named(first)} {_verb(first)} ?", [f"{named(nxt)} {v}" for v in verbs], letter)
 
 
 # ---------------------------------------------------------------- videos and datasets
 
 
 def sample_video(rng: np.random.Generator, kind: str, source: dict) -> dict:
-    """One row: a video whose script can ask a question of `kind`, its frames, units and question."""
+    """One row: a question of `kind` with its options drawn first (`want`), then a video whose script
+    makes the drawn right option true (scripts redrawn until one does), its frames and units.
+    `source`: fps, image_size, seconds and events (ranges), event_kinds (default all of EVENTS),
+    drift (the chance an object drifts, default 0.6)."""
     fps, size = source["fps"], source["image_size"]
-    while True:
+    kinds, drift = tuple(source.get("event_kinds", EVENTS)), source.get("drift", 0.6)
+    w = want(rng, kind, kinds, tuple(source["events"]))
+    for _ in range(MAX_TRIES):
         seconds = int(rng.integers(source["seconds"][0], source["seconds"][1] + 1))
-        plan = script(rng, seconds, tuple(source["events"]))
-        q = question(rng, plan, kind)
+        plan = script(rng, seconds, tuple(source["events"]), kinds, drift)
+        q = question(rng, plan, kind, w)
         if q is not None:
             break
+    else:
+        raise ValueError(f"no script of {source['seconds']} s with {source['events']} events of kinds {list(kinds)} "
+                         f"(drift {drift}) realises a {kind!r} question answered {w['options'][w['right']]!r}")
     states = frame_states(plan, seconds, fps)
     bg_seed = int(rng.integers(2**31))  # the same background in every frame
     frames = np.stack([scenes.render(s, size, np.random.default_rng(bg_seed)) for s in states])

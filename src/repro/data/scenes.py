@@ -93,7 +93,18 @@ def shape_mask(shape: str, res: int = 32) -> np.ndarray:
 
 def render(scene: list[dict], size: int, rng: np.random.Generator) -> np.ndarray:
     """uint8 [size, size, 3]: a grey textured background (from rng) and the scene's objects."""
-    frame = background(rng, size).mean(axis=2, keepdims=True).repeat(3, axis=2) * 0.6 + 0.2
+    return draw(backdrop(size, rng), scene)
+
+
+def backdrop(size: int, rng: np.random.Generator) -> np.ndarray:
+    """The grey textured background of `render`, float [size, size, 3]."""
+    return background(rng, size).mean(axis=2, keepdims=True).repeat(3, axis=2) * 0.6 + 0.2
+
+
+def draw(base: np.ndarray, scene: list[dict]) -> np.ndarray:
+    """uint8: the scene's objects drawn on a copy of a `backdrop` (scenes that differ by one edit
+    share theirs)."""
+    frame, size = base.copy(), base.shape[0]
     for obj in scene:
         side = SIZES[obj["size"]] * size
         colour = np.asarray(COLOURS[obj["colour"]], np.float32)

@@ -47,12 +47,17 @@ class TinyMLLM(nn.Module):
         """Visual tokens per image."""
         return self.grid * self.grid
 
-    def visual_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """float [B, 3, H, W] (see repro.data.scenes.images_to_tensor) -> projector outputs [B, N, D]."""
+    def vision_features(self, images: torch.Tensor) -> torch.Tensor:
+        """float [B, 3, H, W] (see repro.data.scenes.images_to_tensor) -> the vision tower's normed
+        outputs [B, N, vision hidden], what the projector reads."""
         x = self.vision.patch_embed(images) + self.pos
         for block in self.vision.blocks:
             x = block(x)
-        return self.projector(self.vision.norm(x))
+        return self.vision.norm(x)
+
+    def visual_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """float [B, 3, H, W] -> projector outputs [B, N, D]."""
+        return self.projector(self.vision_features(images))
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.decoder.embed(ids)

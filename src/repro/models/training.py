@@ -10,6 +10,13 @@ from tqdm.auto import tqdm
 
 
 def cosine_lr(step: int, steps: int, warmup: int) -> float:
+    """Learning-rate multiplier: linear warm-up over `warmup` steps, then cosine down to 0.1.
+
+    Not transformers' `get_cosine_schedule_with_warmup`, which decays to 0. After the warm-up it is
+    exactly `get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate=0.1)`; during it, this one is a step
+    ahead (1/warmup at step 0, the peak at step warmup - 1; theirs spends step 0 at lr 0). Kept, so the
+    recorded results stay what they are; tests/test_core.py pins the relation.
+    """
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)

@@ -22,14 +22,17 @@ COLOURS = {"reproduced": "tab:green", "not reproduced": "tab:red", "inconclusive
 
 def forest_rows(by_paper: dict[str, list[dict]]) -> list[dict]:
     """One row per check: its effect placed on the check's own scale, threshold at 0 and the
-    claim's side to the right (x = sign * (effect - threshold) / the row's largest distance)."""
+    claim's side to the right (x = sign * (effect - threshold) / the row's largest distance). A claim
+    whose regime was not reached keeps its rows, marked, so its effects stay visible."""
     rows = []
     for paper, claims in by_paper.items():
         for claim in claims:
             for c in claim["checks"]:
                 e, t, op = c["effect"], c["threshold"], c["op"]
-                row = {"paper": paper, "label": f"{claim['id']} {c['metric'].split('.', 1)[-1]}",
-                       "verdict": c["verdict"], "text": ""}
+                regime_failed = claim.get("regime") == "not reached"
+                row = {"paper": paper, "label": f"{claim['id']} {c['metric'].split('.', 1)[-1]}"
+                       + (" [regime not reached]" if regime_failed else ""),
+                       "verdict": c["verdict"], "text": "", "regime_failed": regime_failed}
                 lo, hi = e["ci"]
                 numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (e["value"], lo, hi, t))
                 if numeric and op in (">", ">=", "<", "<="):
@@ -56,7 +59,8 @@ def forest(rows: list[dict], path, title: str) -> None:
             ax.plot([mid], [y], "s", color=COLOURS[r["verdict"]], ms=9)
         else:
             ax.plot([lo, hi], [y, y], color=COLOURS[r["verdict"]], lw=3, solid_capstyle="butt")
-        ax.plot([mid], [y], "o", color="k", ms=4)
+        ax.plot([mid], [y], "o", color="k", ms=5 if r.get("regime_failed") else 4,
+                mfc="white" if r.get("regime_failed") else "k")
         ax.text(1.08, y, r["text"], va="center", fontsize=7, transform=ax.get_yaxis_transform())
     ax.axvline(0, color="k", lw=1)
     ax.set_yticks(range(len(rows)), [f"{r['paper']}: {r['label']}" if len({x['paper'] for x in rows}) > 1

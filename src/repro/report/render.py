@@ -16,20 +16,24 @@ from repro.core.config import declared_metrics, load_paper
 from repro.core.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
 from repro.report.verdicts import VERDICTS, check_declared, evaluate_claims, fmt_effect
 
-# design.md's wall-clock budgets for one paper's whole chain on 2 cores
-BUDGET_S = {"smoke": 60, "mini": 720}
+# design.md's wall-clock budgets for one paper's whole chain on 2 cores ("Profiles")
+BUDGET_S = {"smoke": 60, "mini": 900}
+PAPER_BUDGET_S = {("minireranker", "mini"): 1200}
 SMOKE_BANNER = ("> **Profile `smoke`**: every stage runs for seconds on toy sizes to test the workflow. "
                 "The numbers below are not meaningful and the verdicts say nothing about the paper.\n")
 HOW_TO_READ = (
-    "Each check compares an effect with the spec's threshold; the effect carries a 95% bootstrap interval "
-    "over what varies (seeds, timing pairs, test items; `by design` = fixed by configuration, measured "
-    "from the run). **reproduced**: the whole interval satisfies the check; **not reproduced**: the whole "
-    "interval violates it; **inconclusive**: the interval straddles the threshold (the reason says how "
-    "much narrower it would have to be), there is one sample only, the timing job's A/A control was "
-    "unstable, a precondition the spec sets for judging the effect failed, or the analysis could not "
-    "measure the effect in this run (it says why); **not checkable**: "
-    "the params say in advance, with a reason, that this scale cannot decide it. The forest plot draws "
-    "every check on its own scale, threshold at 0 and the claim's side to the right.")
+    "Each check compares an effect with the spec's threshold; the effect carries a 95% interval over what "
+    "varies, by a method calibrated to cover 95% (Student-t over seeds; seeds x shared test items crossed; "
+    "dependent items as clusters; timing pairs by a sign-test interval widened by the job's A/A control; "
+    "`by design` = fixed by configuration, measured from the run). **reproduced**: the whole interval "
+    "satisfies the check; **not reproduced**: the whole interval violates it, also at Holm's adjusted level "
+    "when a claim has several checks; **inconclusive**: the interval straddles the threshold (the reason says "
+    "how much narrower it would have to be), there is one sample only, the claim's regime was not reached "
+    "(the toy cannot do the task, or the mechanism never acts: the effect is still shown), one of its "
+    "controls failed, or the analysis could not measure the effect in this run (it says why); "
+    "**not checkable**: the params say in advance, with a reason, that this scale cannot decide it. The forest "
+    "plot draws every check on its own scale, threshold at 0 and the claim's side to the right; a hollow "
+    "marker means the claim's regime was not reached.")
 
 
 def to_html(markdown_text: str, title: str) -> str:
@@ -46,15 +50,34 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def verdict_cell(v: dict) -> str:
+    return f"**{v['verdict']}**" + (f" ({v['basis']})" if v.get("basis") and v["verdict"] != "inconclusive" else "")
+
+
+def regime_lines(v: dict) -> list[str]:
+    if v["regime"] == "none":
+        return [f"Regime: none needed ({v['regime_none']}).", ""]
+    lines = [f"Regime: **{v['regime']}**.", "", "| regime check | effect (95% CI, n) | threshold | holds | reason |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {_cell(c['says'])} | {_cell(fmt_effect(c['effect']))} | {c['op']} {c['threshold']} | "
+              f"{'yes' if c['verdict'] == 'reproduced' else '**no**'} | {_cell(c['reason'])} |" for c in v["regime_checks"]]
+    return lines + [""]
+
+
 def claim_sections(verdicts: list[dict]) -> list[str]:
-    lines = ["## Claims", "", "| id | paper's claim | published | verdict |", "|---|---|---|---|"]
-    lines += [f"| {v['id']} | {_cell(v['statement'])} | {_cell(v['published'])} | **{v['verdict']}** |"
+    lines = ["## Claims", "", "| id | paper's claim | published | regime | verdict |", "|---|---|---|---|---|"]
+    lines += [f"| {v['id']} | {_cell(v['statement'])} | {_cell(v['published'])} | {v['regime']} | {verdict_cell(v)} |"
               for v in verdicts]
     lines.append("")
     for v in verdicts:
         lines += [f"### {v['id']}: {v['verdict']}", ""]
+        if v.get("reason"):
+            lines += [f"Why: {v['reason']}. The checks below show the effects as measured.", ""]
         if v.get("deviation"):
             lines += [f"Deviation from the spec: {v['deviation']}", ""]
+        lines += regime_lines(v)
+        if v.get("controls"):
+            lines += [f"Controls this claim depends on: {', '.join(v['controls'])} (see Controls).", ""]
         lines += ["| check (spec) | effect (95% CI, n) | threshold | verdict | reason |", "|---|---|---|---|---|"]
         for c in v["checks"]:
             lines.append(f"| {_cell(c['says'])} | {_cell(fmt_effect(c['effect']))} | {c['op']} {c['threshold']} | "
@@ -63,7 +86,21 @@ def claim_sections(verdicts: list[dict]) -> list[str]:
     return lines
 
 
-def jobs_section(stages: list[Path], root: Path, profile: str) -> list[str]:
+def controls_section(controls: dict) -> list[str]:
+    """Every control the analysis ran: timing A/A (baseline against an identical copy) and seed A/A
+    (the baseline arm on disjoint seeds against itself), with its interval and whether it passed."""
+    lines = ["## Controls", ""]
+    if not controls:
+        return lines + ["This paper's analysis runs no control (no timing job, no comparison of trained arms).", ""]
+    lines += ["| control | kind | what | effect (95% CI, n) | rule | passed |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {c['kind']} | {_cell(c['what'])} | {_cell(fmt_effect(c['effect']))} | {_cell(c['rule'])} | "
+              f"{'yes' if c['passed'] else '**no**'} |" for name, c in sorted(controls.items())]
+    return lines + ["", "A failed seed A/A makes the claims that name it inconclusive. A timing A/A does not gate: "
+                    "every timing effect of its job is judged on its interval widened by the factor the A/A interval "
+                    "leaves 1 by.", ""]
+
+
+def jobs_section(stages: list[Path], root: Path, paper: str, profile: str) -> list[str]:
     lines = ["## Jobs and budget", "", "| job | wall (s) | start-up (s) | threads | params hash |",
              "|---|---|---|---|---|"]
     starts, ends = [], []
@@ -76,7 +113,7 @@ def jobs_section(stages: list[Path], root: Path, profile: str) -> list[str]:
         lines.append(f"| {stage.relative_to(root)} | {p['wall_s']:.1f} | "
                      f"{'n/a' if startup is None else f'{startup:.1f}'} | {p['threads']} | {p['params_hash']} |")
     span = (max(ends) - min(starts)).total_seconds()
-    budget = BUDGET_S.get(profile)
+    budget = PAPER_BUDGET_S.get((paper, profile), BUDGET_S.get(profile))
     verdict = "" if budget is None else f" (budget {budget} s: {'within' if span <= budget else 'OVER'})"
     return lines + ["", f"Chain wall-clock, first job start to last job end of the latest runs (job start-up "
                     f"and Snakemake scheduling excluded): {span:.0f} s{verdict}. The budget is for this "
@@ -84,8 +121,15 @@ def jobs_section(stages: list[Path], root: Path, profile: str) -> list[str]:
                     "the cores and stretch this span.", ""]
 
 
+def replication_banner(seed_offset: int) -> list[str]:
+    if not seed_offset:
+        return []
+    return [f"> **Replication**: every training seed shifted by +{seed_offset} (a disjoint seed set; same data, "
+            "same test items). `python -m repro.report.compare` sets its verdicts beside the reproduction's.", ""]
+
+
 def paper_report(paper: str, profile: str, summary: Path, stages: list[Path], out: Path,
-                 parent_hash: str | None = None) -> None:
+                 parent_hash: str | None = None, seed_offset: int = 0) -> None:
     from repro.report.figures import forest_rows, forest
 
     params = load_paper(paper)
@@ -98,10 +142,12 @@ def paper_report(paper: str, profile: str, summary: Path, stages: list[Path], ou
     lines = [f"# {paper}: claims vs. measurements (profile `{profile}`)", ""]
     if profile == "smoke":
         lines += [SMOKE_BANNER]
+    lines += replication_banner(seed_offset)
     lines += [f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from commit `{prov['git_commit'][:10]}`"
               f"{' (dirty tree)' if prov['git_dirty'] else ''}, params hash `{prov['params_hash']}`, "
               f"seed {prov['seed']}, device {prov['device']}.", "", HOW_TO_READ, ""]
     lines += claim_sections(verdicts)
+    lines += controls_section(metrics_file["metrics"].get("controls", {}))
     with atomic_dir(out) as scratch:
         forest(forest_rows({paper: verdicts}), scratch / "forest.png", f"{paper} ({profile})")
         lines += ["## Forest plot", "", "![forest](forest.png)", ""]
@@ -114,22 +160,24 @@ def paper_report(paper: str, profile: str, summary: Path, stages: list[Path], ou
         for fig in figures:
             shutil.copy(fig, scratch / fig.name)
             lines += [f"![{fig.stem}]({fig.name})", ""]
-        lines += jobs_section(stages, summary.parent, profile)
+        lines += jobs_section(stages, summary.parent, paper, profile)
         text = "\n".join(lines)
         atomic_write_text(scratch / "report.md", text)
         atomic_write_text(scratch / "report.html", to_html(text, f"{paper} ({profile})"))
-        atomic_write_json(scratch / "verdicts.json", {"paper": paper, "profile": profile, "claims": verdicts})
+        atomic_write_json(scratch / "verdicts.json", {"paper": paper, "profile": profile, "claims": verdicts,
+                                                      "controls": metrics_file["metrics"].get("controls", {})})
     if parent_hash:
         track_report(paper, profile, parent_hash, verdicts, out)
 
 
 def track_report(paper: str, profile: str, parent_hash: str, verdicts: list[dict], out: Path) -> None:
     """The parent MLflow run gets every check's effect, a verdict tag per claim and the report."""
-    from repro.core.tracking import enqueue_report
+    from repro.core.mlqueue import enqueue_report
 
     metrics, tags = {}, {}
     for v in verdicts:
         tags[f"verdict.{v['id']}"] = v["verdict"]
+        tags[f"regime.{v['id']}"] = v["regime"]
         for i, c in enumerate(v["checks"]):
             e = c["effect"]
             key = f"{v['id']}.{i}.{c['metric']}"
@@ -140,21 +188,29 @@ def track_report(paper: str, profile: str, parent_hash: str, verdicts: list[dict
                    end=time.time())
 
 
-def index(profile: str, reports: list[Path], out: Path) -> None:
+def index(profile: str, reports: list[Path], out: Path, seed_offset: int = 0) -> None:
     from repro.report.figures import forest_rows, forest
 
     lines = [f"# Reproduction index (profile `{profile}`)", ""]
     if profile == "smoke":
         lines += [SMOKE_BANNER]
-    lines += [HOW_TO_READ, "", "| paper | " + " | ".join(VERDICTS) + " | claims |",
-              "|---|" + "---|" * (len(VERDICTS) + 1)]
+    lines += replication_banner(seed_offset)
+    lines += [HOW_TO_READ, "", "| paper | " + " | ".join(VERDICTS) + " | regime not reached | controls failed | claims |",
+              "|---|" + "---|" * (len(VERDICTS) + 3)]
     by_paper = {}
     for rep in reports:
         v = read_json(rep / "verdicts.json")
         by_paper[v["paper"]] = v["claims"]
         counts = [sum(c["verdict"] == verdict for c in v["claims"]) for verdict in VERDICTS]
-        ids = ", ".join(f"{c['id']}: {c['verdict']}" for c in v["claims"])
-        lines.append(f"| [{v['paper']}]({rep.name}/report.md) | " + " | ".join(map(str, counts)) + f" | {ids} |")
+        regime = sum(c["regime"] == "not reached" for c in v["claims"])
+        failed = sum(not c["passed"] for c in v.get("controls", {}).values())
+        ids = ", ".join(f"{c['id']}: {c['verdict']}" + (" (regime not reached)" if c["regime"] == "not reached" else "")
+                        for c in v["claims"])
+        lines.append(f"| [{v['paper']}]({rep.name}/report.md) | " + " | ".join(map(str, counts))
+                     + f" | {regime} | {failed} of {len(v.get('controls', {}))} | {ids} |")
+    totals = [sum(c["verdict"] == verdict for claims in by_paper.values() for c in claims) for verdict in VERDICTS]
+    lines.append("| **all** | " + " | ".join(map(str, totals)) + " | "
+                 f"{sum(c['regime'] == 'not reached' for claims in by_paper.values() for c in claims)} | | |")
     lines += ["", "![every check of every paper](forest.png)", ""]
     text = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,15 +229,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stage", action="append", default=[], type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--parent-hash", help="the MLflow parent run that gets the verdicts (omit: no tracking)")
+    p.add_argument("--seed-offset", type=int, default=0)
     i = sub.add_parser("index")
     i.add_argument("--profile", required=True)
     i.add_argument("--report", action="append", default=[], type=Path)
     i.add_argument("--out", required=True, type=Path)
+    i.add_argument("--seed-offset", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "paper":
-        paper_report(args.paper, args.profile, args.summary, args.stage, args.out, args.parent_hash)
+        paper_report(args.paper, args.profile, args.summary, args.stage, args.out, args.parent_hash, args.seed_offset)
     else:
-        index(args.profile, args.report, args.out)
+        index(args.profile, args.report, args.out, args.seed_offset)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,42 @@
-"""Deciding a claim from intervals: every check compares one effect with a fixed threshold.
+"""Deciding a claim from intervals: regime first, then its controls, then its checks.
 
 A check in params is `{metric, op, value, says}`: `metric` is a dotted path into the analysis
 metrics naming an effect record (repro.report.intervals) or an exact outcome (a bool or a name,
 e.g. a measured GEMM taxonomy), `says` the spec's wording. Against an interval [lo, hi]:
 - reproduced: the whole interval satisfies `op value`;
-- not reproduced: the whole interval violates it;
+- not reproduced: the whole interval violates it, and still does at Holm's adjusted level when the
+  claim has several sampled checks (k chances to violate must not multiply the false rate);
 - inconclusive: it straddles the threshold (with how much narrower it would have to be), there is no
-  interval (one sample), the timing job's A/A control says the timing was unstable, or the effect is
-  marked `unmet`: a precondition the spec sets for judging it (a model's quality window, say) failed;
+  interval (one sample), the timing job's A/A control has no interval, the effect is marked `unmet`
+  (a precondition the spec sets for judging that effect failed), or the violation does not survive
+  Holm's adjustment;
 - not checkable: the params say, in advance and with a reason (`not_checkable:`), that this scale
   cannot decide the check. An effect the analysis failed to measure in this run is inconclusive.
-A claim is not reproduced when any check is, else inconclusive when any is, else not checkable when
-any is, else reproduced.
+A claim is decided in three steps. Its `regime:` checks (the same shape) state when its checks mean
+something (a baseline above chance, a mechanism that acts); each must be reproduced, that is, wholly
+on its satisfied side, or the claim is inconclusive, "regime not reached", with the effects still
+shown. A claim without a meaningful precondition says why in `regime_none:`. Its `controls:` name
+controls in the analysis metrics (`controls.<name>`: a seed-only A/A, say); a failed one makes the
+claim inconclusive. Otherwise the claim is not reproduced when any check is, else inconclusive when
+any is, else not checkable when any is, else reproduced.
 """
 from __future__ import annotations
 
+import math
 import operator
 
-from repro.report.intervals import is_effect, unmeasured
+from repro.report.intervals import at_level, is_effect, unmeasured
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 NOT_CHECKABLE = "not checkable"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_CHECKABLE)
+REGIME_MET, REGIME_FAILED, REGIME_NONE = "met", "not reached", "none"
 
 OPS = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le,
        ">": operator.gt, "<": operator.lt}
-_MISSING = object()
+UNSAMPLED = ("exact", "by design")
 
 
 class ClaimError(ValueError):
@@ -77,11 +86,12 @@ def seeds_items_table(rows: list[tuple[str, dict]], items: str) -> list[str]:
 
 
 def fmt_effect(e: dict) -> str:
-    if e["unit"] in ("exact", "by design"):
+    if e["unit"] in UNSAMPLED:
         return f"{fmt(e['value'])} ({e['unit']}{', measured from the run' if e['unit'] == 'by design' else ''})"
     lo, hi = e["ci"]
     ci = "no interval" if lo is None else f"95% CI [{fmt(lo)}, {fmt(hi)}]"
-    return f"{fmt(e['value'])} ({ci}, n = {e['n']} {e['unit']})"
+    aa = f", widened x{e['aa_factor']:.3f} by its A/A control" if e.get("aa_factor") else ""
+    return f"{fmt(e['value'])} ({ci}{aa}, n = {e['n']} {e['unit']})"
 
 
 def interval_verdict(lo: float, hi: float, op: str, t: float) -> str:
@@ -98,6 +108,24 @@ def narrower_by(e: dict, t: float) -> float | None:
     lo, hi = e["ci"]
     gap = abs(e["value"] - t)
     return None if gap == 0 else (hi - lo) / 2 / gap
+
+
+def seeds_needed(e: dict, t: float, most: int = 1000) -> int | None:
+    """For a Student-t interval over seeds: the number of seeds whose interval, at the same spread,
+    would clear the threshold (the t quantile shrinks with the seeds too); None past `most`."""
+    import numpy as np
+    from scipy.stats import t as student
+
+    n = np.arange(e["n"] + 1, most + 1)
+    clears = student.ppf(0.975, n - 1) * e["se"] * math.sqrt(e["n"]) / np.sqrt(n) < abs(e["value"] - t)
+    return int(n[clears.argmax()]) if clears.any() else None
+
+
+def _more(e: dict, t: float, k: float) -> str:
+    if e.get("method") == "Student-t" and e["unit"] == "seeds":
+        n = seeds_needed(e, t)
+        return f"about {n} seeds at this spread" if n else "more than 1000 seeds at this spread"
+    return f"about {k * k:.0f}x the {e['unit']}"
 
 
 def decide_check(check: dict, metrics: dict) -> dict:
@@ -145,11 +173,50 @@ def decide_check(check: dict, metrics: dict) -> dict:
         return {**row, "verdict": INCONCLUSIVE,
                 "reason": f"precondition not met: {e['unmet']} (the effect alone: {reason})"}
     if verdict == INCONCLUSIVE:
-        k = narrower_by(e, t)
-        row["narrower_by"] = k
-        reason += ("; the estimate sits on the threshold" if k is None else
-                   f"; the interval would have to be {k:.1f}x narrower (about {k * k:.0f}x the {e['unit']})")
+        raw_ci = e.get("ci_unwidened")
+        if raw_ci and interval_verdict(*raw_ci, op, t) != INCONCLUSIVE:
+            reason += (f"; timing noise of the size its A/A control shows (x{e['aa_factor']:.3f}) could move it "
+                       f"across (unwidened [{fmt(raw_ci[0])}, {fmt(raw_ci[1])}])")
+        else:
+            k = narrower_by(e, t)
+            row["narrower_by"] = k
+            reason += ("; the estimate sits on the threshold" if k is None else
+                       f"; the interval would have to be {k:.1f}x narrower ({_more(e, t, k)})")
     return {**row, "verdict": verdict, "reason": reason}
+
+
+def holm(rows: list[dict]) -> list[dict]:
+    """Holm's step-down over a claim's sampled checks: a check stays "not reproduced" only if, taken
+    in order of the strength of its violation, its interval at level 1 - 0.05/(k - i) still lies wholly
+    on the violating side (i = the checks already confirmed). The first that fails, and every later
+    one, become inconclusive with the reason."""
+    sampled = [r for r in rows if r["verdict"] in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+               and r.get("effect", {}).get("unit") not in UNSAMPLED and r["effect"].get("ci", [None])[0] is not None]
+    k = len(sampled)
+    if k < 2:
+        return rows
+
+    def strength(r: dict) -> int:  # the largest m <= k at which the violation holds
+        best = 0
+        for m in range(1, k + 1):
+            ci = at_level(r["effect"], m)
+            if ci is None or interval_verdict(*ci, r["op"], r["threshold"]) != NOT_REPRODUCED:
+                break
+            best = m
+        return best
+
+    violated = sorted((r for r in sampled if r["verdict"] == NOT_REPRODUCED), key=strength, reverse=True)
+    confirmed = 0
+    for r in violated:
+        needed = k - confirmed
+        if strength(r) >= needed:
+            confirmed += 1
+            r["reason"] += f" (holds at Holm's level 1 - 0.05/{needed} over the claim's {k} checks)"
+            continue
+        r["verdict"] = INCONCLUSIVE
+        r["reason"] += (f", but not at Holm's level 1 - 0.05/{needed} over the claim's {k} checks"
+                        + ("" if at_level(r["effect"], needed) is not None else " (no adjusted interval)"))
+    return rows
 
 
 def combine(verdicts: list[str]) -> str:
@@ -159,22 +226,77 @@ def combine(verdicts: list[str]) -> str:
     return REPRODUCED
 
 
+def decide_regime(claim: dict, metrics: dict) -> tuple[str, list[dict]]:
+    """`met` when every regime check is wholly on its satisfied side, `not reached` otherwise; `none`
+    with the params' reason when the claim declares no precondition."""
+    if "regime" not in claim:
+        return REGIME_NONE, []
+    rows = [decide_check(c, metrics) for c in claim["regime"]]
+    return (REGIME_MET if all(r["verdict"] == REPRODUCED for r in rows) else REGIME_FAILED), rows
+
+
+def failed_controls(claim: dict, metrics: dict) -> list[str]:
+    out = []
+    for name in claim.get("controls", []):
+        ctrl = lookup(metrics, f"controls.{name}")
+        if not ctrl["passed"]:
+            out.append(f"{name} ({ctrl['kind']}: {fmt_effect(ctrl['effect'])}, {ctrl['rule']})")
+    return out
+
+
 def evaluate_claim(claim: dict, metrics: dict) -> dict:
-    checks = [decide_check(c, metrics) for c in claim["checks"]]
+    checks = holm([decide_check(c, metrics) for c in claim["checks"]])
+    verdict = combine([c["verdict"] for c in checks])
+    regime, regime_rows = decide_regime(claim, metrics)
+    reasons = []
+    if regime == REGIME_FAILED:
+        reasons.append("regime not reached: " + "; ".join(f"{r['says']} ({r['reason']})" for r in regime_rows
+                                                          if r["verdict"] != REPRODUCED))
+    failed = failed_controls(claim, metrics)
+    if failed:
+        reasons.append("control failed: " + "; ".join(failed))
+    sampled = [c for c in checks if c["verdict"] != NOT_CHECKABLE]
+    basis = "by design" if sampled and all(c["effect"].get("unit") in UNSAMPLED for c in sampled) else None
     return {"id": claim["id"], "statement": claim["statement"], "published": claim["published"],
-            "deviation": claim.get("deviation"), "checks": checks,
-            "verdict": combine([c["verdict"] for c in checks])}
+            "deviation": claim.get("deviation"), "checks": checks, "regime": regime, "regime_checks": regime_rows,
+            "regime_none": claim.get("regime_none"), "controls": claim.get("controls", []),
+            "verdict": INCONCLUSIVE if reasons else verdict, "checks_verdict": verdict,
+            "reason": "; ".join(reasons) or None, "basis": basis}
 
 
 def evaluate_claims(claims: list[dict], metrics: dict) -> list[dict]:
     return [evaluate_claim(c, metrics) for c in claims]
 
 
+CONTROL_KINDS = ("timing A/A", "seed A/A")
+
+
+def timing_control(aa: dict, what: str) -> dict:
+    """A timing job's A/A control for the Controls section: the baseline against an identical copy,
+    passed when its ratio's interval stays within the stable band."""
+    from repro.core.timing import AA_BOUNDS
+
+    lo, hi = aa["ci"]
+    return {"kind": "timing A/A", "effect": aa, "what": what,
+            "passed": lo is not None and AA_BOUNDS[0] <= lo and hi <= AA_BOUNDS[1],
+            "rule": f"passes when the ratio's interval lies within [{AA_BOUNDS[0]}, {AA_BOUNDS[1]}]"}
+
+
+def seed_control(effect: dict, what: str, null: float = 0.0) -> dict:
+    """A seed-only A/A control: the baseline arm on disjoint seeds compared with itself through the
+    claims' own effect code. It passes when no effect is decided: the interval holds `null`."""
+    lo, hi = effect["ci"]
+    return {"kind": "seed A/A", "effect": effect, "what": what,
+            "passed": lo is not None and lo <= null <= hi,
+            "rule": f"passes when the interval holds {fmt(null)} (no effect decided)"}
+
+
 def check_declared(metrics: dict, declared: dict[str, str]) -> None:
     """The analysis wrote every metric its paper declares (ANALYSIS_METRICS), each of its kind."""
     for path, kind in declared.items():
         raw = lookup(metrics, path)
-        ok = {"effect": is_effect(raw), "bool": isinstance(raw, bool),
-              "name": isinstance(raw, str)}[kind]
+        ok = {"effect": is_effect(raw), "bool": isinstance(raw, bool), "name": isinstance(raw, str),
+              "control": isinstance(raw, dict) and raw.get("kind") in CONTROL_KINDS and is_effect(raw.get("effect"))
+              and isinstance(raw.get("passed"), bool)}[kind]
         if not ok:
             raise ClaimError(f"the analysis declares {path!r} as {kind} but wrote {raw!r}")

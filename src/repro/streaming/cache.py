@@ -8,6 +8,12 @@ new keys/values pending; `commit_source` / `commit_target` then copy the rows th
 into their buffer. Buffers are preallocated per layer ([B, kv_heads, capacity, head_dim]); which
 slots are real is given by `src_len` / `tgt_len` and enforced by the explicit 4D mask of each
 forward (`round_mask`), so rows of a batch can read and write independently.
+
+`DualKVCache` is tested against `transformers.Cache` (tests/test_streaming_cache.py: the signature of
+`update`, the arguments a Llama forward passes it, and that a forward reads nothing else of the Cache
+API) rather than subclassing it: a subclass would inherit answers that are wrong for a dual cache
+(`get_seq_length` 0, `len` 0) and stay silent where a transformers bump starts calling them, and
+`LayerDualCache`'s users (tays) would import transformers for nothing.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Stage 3: RL post-training of the SFT policy, one arm and one seed: GRPO, optionally with an
-EchoClip auxiliary loss (or one of its ablations); then greedy ID/OOD correctness per test prompt.
+EchoClip auxiliary loss (or one of its ablations); then greedy ID/OOD correctness per test prompt, or
+per validation prompt for an arm with `evaluate_on: validation` (a design sweep never reads test).
 
 Per step: G rollouts of each of P prompts on the KV cache -> verifier rewards -> group advantages
 (degenerate groups give zeros) -> PPO-clip loss (+ entropy bonus) -> for all-success groups, the clip
@@ -50,6 +51,12 @@ def run(ctx: StageContext) -> dict:
     clip_rng = random.Random(seed + 1)
     dynamic = "dynamic_sampling" in arm
     oversample = arm["dynamic_sampling"]["oversample"] if dynamic else 1
+    on = arm.get("evaluate_on", "test")
+    evaluated = {split: f"{split}_{'val' if on == 'validation' else 'test'}" for split in ("id", "ood")}
+    missing = [name for name in evaluated.values() if name not in task.splits]
+    if missing:
+        raise ValueError(f"arm {ctx.wildcards['arm']!r} (evaluate_on: {on}) needs splits {missing}; "
+                         "params data.source.val_prompts (generated) or splits.id_val/ood_val (hub) makes them")
     history = []
     start = time.perf_counter()
     for step in tqdm(range(rl["steps"]), desc=f"rl {ctx.wildcards['arm']} s{seed}", mininterval=5):
@@ -92,33 +99,38 @@ def run(ctx: StageContext) -> dict:
         accelerator.clip_grad_norm_(params, rl["grad_clip"])
         opt.step()
         history.append({
-            "step": step, **sampled, "policy_groups": policy_groups,
+            "step": step, **sampled, "groups": len(stats.size), "policy_groups": policy_groups,
             "pg_norm": pg_norm, "clip_fraction": info["clip_fraction"],
             "entropy": float(masked_mean(ent.detach(), policy_tokens)),
             "response_tokens": float(ro.response_mask.sum(-1).float().mean()),
-            "clips": len(clips),
+            "clips": len(clips), "clipped_groups": len({int(ro.group_ids[c["rollout"]]) for c in clips}),
             "clip_end_relative": (sum((c["end_step"] + 1) / c["steps"] for c in clips) / len(clips)
                                   if clips else None)})
     train_s = time.perf_counter() - start
     model = accelerator.unwrap_model(model).eval()
     # per test prompt, so the analysis pairs arms on the same seed and the same prompts
-    items = {split: {"prompt": task.splits[f"{split}_test"]["prompt"],
-                     "correct": task.correct(model, task.splits[f"{split}_test"], ev["batch_size"],
-                                             ev["max_new_tokens"])}
-             for split in ("id", "ood")}
+    items = {split: {"prompt": list(task.splits[name]["prompt"]),
+                     "correct": task.correct(model, task.splits[name], ev["batch_size"], ev["max_new_tokens"])}
+             for split, name in evaluated.items()}
     acc = {split: sum(v["correct"]) / len(v["correct"]) for split, v in items.items()}
     atomic_write_json(ctx.out / "history.json", history)
     atomic_write_json(ctx.out / "items.json", items)
     quarter = max(1, len(history) // 4)
     mean = lambda key, rows: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-    return {"arm": ctx.wildcards["arm"], "seed": seed, "id_accuracy": acc["id"], "ood_accuracy": acc["ood"],
+    return {"arm": ctx.wildcards["arm"], "seed": seed, "evaluated_on": on,
+            "id_accuracy": acc["id"], "ood_accuracy": acc["ood"],
             "train_seconds": train_s, "seconds_per_step": train_s / max(1, rl["steps"]),
             "all_success_first_quarter": mean("all_success_fraction", history[:quarter]),
             "all_success_last_quarter": mean("all_success_fraction", history[-quarter:]),
             "pg_norm_first_quarter": mean("pg_norm", history[:quarter]),
             "pg_norm_last_quarter": mean("pg_norm", history[-quarter:]),
+            "reward_first_quarter": mean("reward", history[:quarter]),
             "reward_last_quarter": mean("reward", history[-quarter:]),
-            "clips_per_step": sum(r["clips"] for r in history) / len(history)}
+            "clips_per_step": sum(r["clips"] for r in history) / len(history),
+            # E2/E3's regime: the share of the sampled groups that gave a clip (every all-success
+            # group does), and the share of steps the auxiliary term acted in
+            "clip_share": sum(r["clipped_groups"] for r in history) / sum(r["groups"] for r in history),
+            "steps_with_clip": sum(r["clips"] > 0 for r in history) / len(history)}
 
 
 if __name__ == "__main__":

@@ -37,12 +37,15 @@ def run(ctx: StageContext) -> dict:
             steps=s["steps"], lr=s["lr"], warmup=s["warmup"], weight_decay=s["weight_decay"], desc="sft",
             after_step=reached_target)
     model.eval()
-    acc = {split: task.accuracy(model, task.splits[f"{split}_test"], ev["batch_size"], ev["max_new_tokens"])
-           for split in ("id", "ood")}
+    # per test prompt, in the RL jobs' order: the regimes compare GRPO with its start prompt by prompt
+    correct = {split: task.correct(model, task.splits[f"{split}_test"], ev["batch_size"], ev["max_new_tokens"])
+               for split in ("id", "ood")}
+    acc = {split: sum(c) / len(c) for split, c in correct.items()}
     profile = task.entropy_profile(model, "id_test", ev["profile_prompts"], ev["max_new_tokens"], ctx.seed)
     save_checkpoint(model, ctx.out / "model")
     atomic_write_json(ctx.out / "loss_curve.json", losses)
     atomic_write_json(ctx.out / "accuracy_checks.json", checks)
+    atomic_write_json(ctx.out / "items.json", correct)
     return {"params_non_embedding": count_parameters(model), "steps": len(losses),
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
             "id_accuracy": acc["id"], "ood_accuracy": acc["ood"], "entropy_profile": profile}

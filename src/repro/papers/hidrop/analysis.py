@@ -1,5 +1,5 @@
-"""Stage 7: claims H1-H3 decided from every (arm, seed) evaluation, the speed pairs and the layer
-analysis; tables, figures."""
+"""Stage 7: claims H1-H3 decided from every (arm, seed) evaluation, the vanilla arm's A/A seeds, the
+speed pairs and the layer analysis; controls, tables, figures."""
 import numpy as np
 
 from repro.core.io import atomic_write_text, read_metrics
@@ -9,8 +9,9 @@ from repro.report.figures import plt, save
 
 DESIGN = [
     "## Design (what the spec leaves open is chosen here)", "",
-    "- Data: synthetic scenes (repro.data.scenes), one question per image of the four kinds in equal shares "
-    "(existence with POPE's random negatives, attribute, relation, count), one-word answers; fixed test questions.",
+    "- Data: synthetic scenes (repro.data.scenes), one question per image, the kinds in `data.source.kinds` in "
+    "equal shares (mini: attribute and relation; existence with POPE's random negatives sat at chance and counting "
+    "at the majority answer in every arm on validation), one-word answers; fixed test questions.",
     "- Model: a tiny LLaVA (patch embedder + learned grid positions -> 2-layer GELU projector -> 12-layer Llama "
     "decoder). Sequence [<bos>] [visual tokens] [question]; the answer is predicted at the question's last token, "
     "which is also the query row that ranks visual tokens (the public code's row just before the answer span).",
@@ -27,8 +28,10 @@ DESIGN = [
     "positions re-indexed after each drop, ranked by the same query-row score; its first drop is at layer 1 and "
     "lambda is the smallest that spends at least the compared HiDrop arm's budget. `pdrop_persistent` keeps "
     "the original positions (schedule vs positions).",
-    "- Ablations, trained like the rest: `no_late` (visual tokens from layer 0, same drops and exit), `no_exit` "
-    "(the last token stays to the end), `linear` (keep counts falling linearly, same total). Blind: no image.",
+    "- Ablations, trained like the rest: `no_late` (visual tokens from layer 0: HiDrop's token counts moved to "
+    "start there, so the budget matches), `no_exit` (the last token stays to the end: a larger budget, labelled "
+    "unmatched), `linear` (keep counts falling linearly, same total). Blind: no image. Every ablation's measured "
+    "budget is shown beside its difference; one more than 5% off HiDrop's is labelled unmatched.",
     "- Average visual tokens per layer are counted in the forward over all layers, zero-token layers included.",
     ""]
 
@@ -79,14 +82,21 @@ def layers_figure(lay: dict, path) -> None:
 
 def run(ctx: StageContext) -> dict:
     p = ctx.params
-    arms, seeds, a = list(p["arms"]), p["seeds"], p["analysis"]
-    evals = {n: {s: read_metrics(ctx.inputs[f"evaluate_{n}_seed{s}"]) for s in seeds} for n in arms}
+    arms, a = list(p["arms"]), p["analysis"]
+    claimed = {a["roles"][r] for r in effects.CLAIM_ROLES}
+    seeds = lambda n: p["seeds"] if n in claimed else p["descriptive_seeds"]  # noqa: E731
+    if not set(p["descriptive_seeds"]) <= set(p["seeds"]):
+        raise ValueError(f"descriptive_seeds {p['descriptive_seeds']} must be a subset of seeds {p['seeds']}")
+    evals = {n: {s: read_metrics(ctx.inputs[f"evaluate_{n}_seed{s}"]) for s in seeds(n)} for n in arms}
+    vanilla = a["roles"]["vanilla"]
+    aa = {vanilla: {s: read_metrics(ctx.inputs[f"evaluate_{vanilla}_seed{s}"]) for s in p["aa_seeds"]}}
     layers = read_metrics(ctx.inputs["layers"])
-    m = effects.decide(evals, read_metrics(ctx.inputs["speed"]), a["roles"], a["sweep"], layers)
+    training = {"pretrain": p["pretrain"]["steps"], "finetune": p["finetune"]["steps"]}
+    m = effects.decide(evals, read_metrics(ctx.inputs["speed"]), a["roles"], a["sweep"], layers, aa, training)
     accuracy_budget_figure(m, ctx.out / "accuracy_budget.png")
     tokens_figure(m, ctx.out / "tokens_per_layer.png")
     layers_figure(m["layers"], ctx.out / "layers.png")
-    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, evals, DESIGN))
+    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, evals, DESIGN, aa))
     return m
 
 

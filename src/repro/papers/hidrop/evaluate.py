@@ -1,7 +1,8 @@
 """Stage 4: answer every test question with one arm's fine-tuned model (seed), under the arm's
 schedule. Keeps each question's correctness (the items the analysis pairs across arms), accuracy
-per question type, the visual tokens each layer processed (counted in the forward), and the
-prefill FLOPs of the language model (GEMMs recorded in the forward)."""
+per question type, the visual tokens each layer processed (counted in the forward), the text tokens
+beside them (<bos> and the question, padding left out), and the prefill FLOPs of the language model
+(GEMMs recorded in the forward)."""
 import numpy as np
 import torch
 
@@ -43,7 +44,8 @@ def run(ctx: StageContext) -> dict:
             "by_kind": {k: float(correct[kinds == k].mean()) for k in KINDS if (kinds == k).any()},
             "correct": correct.astype(int).tolist(), "kinds": split.kind,
             "visual_tokens_per_layer": visual, "visual_tokens_avg": average_tokens(visual),
-            "visual_tokens_full": model.n_visual, "prefill_flops": gemm}
+            "visual_tokens_full": model.n_visual, "text_tokens_mean": 1 + float((split.last + 1).float().mean()),
+            "prefill_flops": gemm}
 
 
 if __name__ == "__main__":

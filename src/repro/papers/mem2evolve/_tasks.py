@@ -30,5 +30,7 @@ class Tasks:
         return passes(program, self.hidden[task_id])
 
     def for_audit(self) -> dict[str, dict]:
-        return {r["task_id"]: {"visible": json.loads(r["visible"]), "hidden": self.hidden[r["task_id"]]}
-                for rows in self.rows.values() for r in rows}
+        """Every task's split, examples, hidden tests and target program (method.audit)."""
+        return {r["task_id"]: {"split": split, "visible": json.loads(r["visible"]), "hidden": self.hidden[r["task_id"]],
+                               "program": r["program"]}
+                for split, rows in self.rows.items() for r in rows}

@@ -3,21 +3,26 @@
 Forward (solve one task from its description and visible examples only):
 1. Plan: the task's signature (category, input and output type) is what the description gives.
 2. Recruit assets: up to `tools_per_task` active tools (named DSL compositions) that fit the types,
-   ranked by experience (wins under this category) when there is one, else by the tool's own record.
+   ranked by the Asset Memory's own record: the tool's wins under this category plus a bonus for its
+   home category (asset metadata: every arm with assets ranks the same way).
 3. Execute: stochastic program search over primitives + recruited tools. Programs are sampled token
    by token, well-typed by construction, from a prior: uniform without experience, else the
-   experience's bigram / unigram counts of what worked in the category (with a global back-off) and
-   a length prior that failures shift towards longer programs. The first program that reproduces
-   every visible example is submitted, less the steps it does not need on them; without one, the
-   best partial program is.
+   experience's bigram / unigram counts of what worked in the category (tool tokens included: this is
+   how experience guides the use of assets) with a global back-off, and a length prior that failures
+   shift towards longer programs. The first program that reproduces every visible example is
+   submitted, less the steps it does not need on them; without one, the best partial program is.
 Backward (reads the trajectory and the visible examples, never a hidden test):
-4. Evolve Asset Memory: record which tools were tried / won / failed and demote tools that keep
-   failing; after a success, propose the solution as a tool and (guided by experience) every
-   sub-composition of it that recurs in earlier successes. A proposal is kept only if it passes
-   tests generated from the visible examples (the values the solution computes on them) and
-   behaves unlike every primitive and active tool on fixed probe inputs (deduplication).
+4. Evolve Asset Memory: record which tools were tried / won / failed (per category) and demote tools
+   that keep failing; after a success, log the solution and propose it as a tool, with every
+   sub-composition of it that recurs in the memory's earlier verified solutions (mining belongs to the
+   Asset Memory, so every arm with assets mines). A proposal is kept only if it passes tests generated
+   from the visible examples (the values the solution computes on them) and behaves unlike every
+   primitive and active tool on fixed probe inputs (deduplication). Tools are created here, after a
+   verified solution, not during recruitment (declared deviation): before a task is solved no
+   composition has tests from its visible examples to pass.
 5. Evolve Experience Memory: a success generalises into counts of its program's tokens; a failure
    is diagnosed (length shift, partial credit for the best candidate's tokens).
+Every memory item keeps its provenance (the stream task it came from), which the leak audit checks.
 Expert agents (the paper's agent bank) are not modelled: this reproduction scopes Asset Memory to tools.
 """
 from __future__ import annotations
@@ -61,11 +66,14 @@ class Tool:
     body: tuple[str, ...]  # primitives
     in_type: str
     out_type: str
-    category: str  # of the task that created it
+    category: str  # of the task that created it (its home category)
     created: int  # stream position
+    source: str = ""  # the task whose verified solution it was cut from
+    span: tuple[int, int] = (0, 0)  # its place in that solution (expanded)
     tries: int = 0
     wins: int = 0
     fails: int = 0
+    wins_in: dict[str, int] = field(default_factory=dict)  # category -> wins there (asset metadata)
     active: bool = True
 
 
@@ -98,13 +106,16 @@ def passes(program, tests) -> bool:
 
 
 class AssetMemory:
-    """Tools: created from verified solutions, deduplicated by behaviour, demoted when unreliable."""
+    """Tools: created from verified solutions (the whole one and its recurring parts), deduplicated by
+    behaviour, ranked by their record per category, demoted when unreliable."""
 
-    def __init__(self, min_len: int, max_len: int, probes: int, demote_after: int, demote_below: float):
-        self.min_len, self.max_len = min_len, max_len
+    def __init__(self, min_len: int, max_len: int, probes: int, demote_after: int, demote_below: float,
+                 min_support: int = 2, home_bonus: float = 0.5):
+        self.min_len, self.max_len, self.min_support, self.home_bonus = min_len, max_len, min_support, home_bonus
         self.demote_after, self.demote_below = demote_after, demote_below
         self.probes = {t: probe_inputs(t, probes) for t in REACH}
         self.tools: dict[str, Tool] = {}
+        self.solutions: dict[str, tuple[str, ...]] = {}  # task_id -> verified solution (expanded)
         self.keys = {self.behaviour((p,)): p for p in PRIMITIVES}  # behaviour -> primitive / active tool
         self.log = Counter()  # proposals by outcome
 
@@ -112,7 +123,8 @@ class AssetMemory:
         t_in = PRIMITIVES[body[0]][0]
         return t_in, tuple(json.dumps(execute(body, x)) for x in self.probes[t_in])
 
-    def propose(self, body, tests, category: str, step: int) -> tuple[Tool | None, str]:
+    def propose(self, body, tests, category: str, step: int, source: str = "",
+                span: tuple[int, int] = (0, 0)) -> tuple[Tool | None, str]:
         """Keep `body` as a new tool if it is long enough, passes `tests` ([[input, expected]]) and is
         no duplicate; returns (the tool or None, the reason)."""
         body, tool = tuple(body), None
@@ -123,7 +135,7 @@ class AssetMemory:
         elif self.behaviour(body) in self.keys:
             reason = "duplicate"
         else:
-            tool = Tool(f"T{len(self.tools)}", body, *types_of(body), category, step)
+            tool = Tool(f"T{len(self.tools)}", body, *types_of(body), category, step, source, span)
             self.tools[tool.name] = tool
             self.keys[self.behaviour(body)] = tool.name
             reason = "kept"
@@ -133,12 +145,16 @@ class AssetMemory:
     def active(self) -> list[Tool]:
         return [t for t in self.tools.values() if t.active]
 
-    def recruit(self, t_in: str, t_out: str, k: int, score) -> list[Tool]:
+    def score(self, tool: Tool, category: str) -> float:
+        """The tool's wins under this category, plus a bonus for its home category."""
+        return tool.wins_in.get(category, 0) + (self.home_bonus if tool.category == category else 0.0)
+
+    def recruit(self, t_in: str, t_out: str, category: str, k: int) -> list[Tool]:
         """Up to k active tools that can start a program from t_in or end one at t_out (and lie on a
-        path between them), best `score` first (newest on ties)."""
+        path between them), best `score` for the category first (newest on ties)."""
         fit = [t for t in self.active() if (t.in_type == t_in or t.out_type == t_out)
                and t.in_type in REACH[t_in] and t_out in REACH[t.out_type]]
-        return sorted(fit, key=lambda t: (score(t), t.created), reverse=True)[:k]
+        return sorted(fit, key=lambda t: (self.score(t, category), t.created), reverse=True)[:k]
 
     def record(self, traj: Trajectory) -> list[str]:
         """Tries (in some candidate), wins and fails (in the submitted program of a task solved / left
@@ -151,11 +167,39 @@ class AssetMemory:
             if name in traj.program:
                 tool.wins += traj.solved
                 tool.fails += not traj.solved
+                if traj.solved:
+                    tool.wins_in[traj.category] = tool.wins_in.get(traj.category, 0) + 1
             if tool.active and tool.fails >= self.demote_after and tool.wins / (tool.wins + tool.fails) < self.demote_below:
                 tool.active = False
                 del self.keys[self.behaviour(tool.body)]
                 demoted.append(name)
         return demoted
+
+    def support(self, body: tuple[str, ...]) -> int:
+        """Verified solutions (any category) that contain `body` as a contiguous part."""
+        n = len(body)
+        return sum(any(s[i:i + n] == body for i in range(len(s) - n + 1)) for s in self.solutions.values())
+
+    def candidates(self, task: Task, expanded: list[str]) -> list[tuple[tuple, list, tuple[int, int]]]:
+        """The whole solution and each of its parts that recurs in `min_support` verified solutions
+        (this one included), each with tests from the visible examples (the value before the part and
+        after it, on every input) and its span."""
+        e, traces = tuple(expanded), [trace(expanded, x) for x, _ in task.visible]
+        spans = [(0, len(e))] + [(i, j) for i in range(len(e)) for j in range(i + self.min_len, min(len(e), i + self.max_len) + 1)
+                                 if (i, j) != (0, len(e)) and self.support(e[i:j]) >= self.min_support]
+        return [(e[i:j], [[tr[i], tr[j]] for tr in traces], (i, j)) for i, j in spans]
+
+    def evolve(self, task: Task, traj: Trajectory, step: int) -> list[str]:
+        """After a verified solution: log it, propose it and its recurring parts; returns the kept tools."""
+        if not traj.solved:
+            return []
+        self.solutions[task.task_id] = tuple(traj.expanded)
+        kept = []
+        for body, tests, span in self.candidates(task, traj.expanded):
+            tool, _ = self.propose(body, tests, task.category, step, task.task_id, span)
+            if tool:
+                kept.append(tool.name)
+        return kept
 
 
 class ExperienceMemory:
@@ -206,16 +250,6 @@ class ExperienceMemory:
     def _mix(self, w: list[float]) -> list[float]:
         total = sum(w)
         return [(1 - self.explore) * x / total + self.explore / len(w) for x in w]
-
-    def tool_score(self, category: str, tool: Tool) -> float:
-        """What experience says of a tool for this category: its wins here, a bonus for its home category."""
-        return self.uni[category][tool.name] + (0.5 if tool.category == category else 0.0)
-
-    def support(self, body: tuple[str, ...]) -> int:
-        """Successful entries (any category) whose program contains `body` as a contiguous part."""
-        n = len(body)
-        return sum(any(tuple(e["expanded"][i:i + n]) == body for i in range(len(e["expanded"]) - n + 1))
-                   for e in self.entries if e["outcome"] == "worked")
 
 
 def simplify(prog: list[str], vocab: dict[str, tuple[str, ...]], task: Task) -> list[str]:
@@ -281,27 +315,24 @@ def search(task: Task, vocab: dict[str, tuple[str, ...]], budget: int, max_len: 
 
 
 class Agent:
-    """One arm: `experience` and `assets` switch the two memories; with both, experience also ranks
-    the tools to recruit and guides which sub-compositions become tools (the co-evolution)."""
+    """One arm: `experience` and `assets` switch the two memories. With both, they co-evolve: experience
+    shapes the search over primitives and tools, and the tools are cut from the solutions it finds."""
 
     def __init__(self, experience: bool, assets: bool, search_p: dict, memory_p: dict, bias_fn=None):
         self.search_p, self.m = search_p, memory_p
         p = memory_p["prior"]
         self.experience = ExperienceMemory(**p) if experience else None
         self.assets = AssetMemory(memory_p["tool_min_len"], memory_p["tool_max_len"], memory_p["probes"],
-                                  memory_p["demote_after"], memory_p["demote_below"]) if assets else None
+                                  memory_p["demote_after"], memory_p["demote_below"], memory_p["min_support"],
+                                  memory_p["home_bonus"]) if assets else None
         self.bias_fn = bias_fn  # task, vocab -> {token: weight} (LLM backbone) or None
         self.step = 0
 
-    def tool_score(self, category: str):
-        if self.experience is not None:
-            return lambda tool: self.experience.tool_score(category, tool)
-        return lambda tool: (tool.wins + 1) / (tool.tries + 2)
-
     def solve(self, task: Task, budget: int, rng: random.Random) -> tuple[Trajectory, list[Tool]]:
-        """Forward: recruit, then search. Returns the trajectory and the recruited tools."""
-        tools = (self.assets.recruit(task.in_type, task.out_type, self.m["tools_per_task"],
-                                     self.tool_score(task.category)) if self.assets else [])
+        """Forward: recruit, then search (reads the memories, never changes them). Returns the
+        trajectory and the recruited tools."""
+        tools = (self.assets.recruit(task.in_type, task.out_type, task.category, self.m["tools_per_task"])
+                 if self.assets else [])
         vocab = {p: (p,) for p in PRIMITIVES} | {t.name: t.body for t in tools}
         bias = self.bias_fn(task, vocab) if self.bias_fn else None
         traj = search(task, vocab, budget, self.search_p["max_len"], rng, self.experience, bias,
@@ -314,47 +345,83 @@ class Agent:
         out = {"kept": [], "demoted": []}
         if self.experience is not None:
             self.experience.add(traj)
-        if self.assets is None:
-            return out
-        out["demoted"] = self.assets.record(traj)
-        if traj.solved:
-            for body, tests in self.tool_candidates(task, traj):
-                tool, _ = self.assets.propose(body, tests, task.category, self.step)
-                if tool:
-                    out["kept"].append(tool.name)
+        if self.assets is not None:
+            out["demoted"] = self.assets.record(traj)
+            out["kept"] = self.assets.evolve(task, traj, self.step)
         return out
 
-    def tool_candidates(self, task: Task, traj: Trajectory) -> list[tuple[tuple, list]]:
-        """The whole solution, and with experience each recurring contiguous part of it, each with
-        tests from the visible examples: (value before the part, value after it) on every input."""
-        e, traces = traj.expanded, [trace(traj.expanded, x) for x, _ in task.visible]
-        spans = [(0, len(e))]
-        if self.experience is not None:
-            lo, hi = self.m["tool_min_len"], self.m["tool_max_len"]
-            spans += [(i, j) for i in range(len(e)) for j in range(i + lo, min(len(e), i + hi) + 1)
-                      if (i, j) != (0, len(e)) and self.experience.support(tuple(e[i:j])) >= self.m["min_support"]]
-        return [(tuple(e[i:j]), [[tr[i], tr[j]] for tr in traces]) for i, j in spans]
+
+def _shown(task: dict) -> set[str]:
+    return {json.dumps(v) for pair in task["visible"] for v in pair}
+
+
+def _not_stream(source: str, tasks: dict[str, dict]) -> str | None:
+    """Why a memory item learned from task `source` breaks provenance (None: a stream task)."""
+    if source not in tasks or tasks[source]["split"] != "stream":
+        return f"learned from {source!r}, which is not a stream task"
+    return None
 
 
 def audit(experience: ExperienceMemory | None, assets: AssetMemory | None, tasks: dict[str, dict]) -> list[str]:
-    """Violations of "no hidden test output enters a memory". `tasks`: task_id -> {visible, hidden}.
-    (1) every experience entry's outcome and score must follow from the visible examples alone;
-    (2) no hidden input or output (lists and texts; integers are too common to attribute) appears
-    in the serialised memories unless a visible example shows it too."""
+    """Violations of "memories hold only what the stream's visible examples justify". `tasks`: task_id
+    -> {split, visible, hidden, program} for every task (stream, held-out, transfer).
+    (1) provenance: every experience entry, logged solution and tool comes from a stream task; an
+        entry's outcome and score follow from that task's visible examples; a logged solution passes
+        them; a tool is a part of its source's logged solution (so its tests came from those examples);
+    (2) held-out target programs: a memory program equal to an evaluation task's target is allowed
+        only through (1) (a stream task with the same composition, solved on its visible examples);
+    (3) values: no hidden input or output of any task, and no example of an evaluation task (lists and
+        texts; integers are too common to attribute), appears in the serialised memories unless a
+        stream task's visible examples show it."""
     bad = []
     for e in experience.entries if experience else []:
+        why = _not_stream(e["task_id"], tasks)
+        if why:
+            bad.append(f"experience entry: {why}")
+            continue
         vis = tasks[e["task_id"]]["visible"]
         score = (sum(execute(e["expanded"], x) == y for x, y in vis) / len(vis)) if e["expanded"] else 0.0
         if abs(score - e["visible_score"]) > 1e-9 or (e["outcome"] == "worked") != (score == 1.0):
             bad.append(f"{e['task_id']}: experience outcome {e['outcome']!r} / score {e['visible_score']} "
                        f"does not follow from the visible examples ({score})")
+    for tid, sol in (assets.solutions.items() if assets else []):
+        why = _not_stream(tid, tasks)
+        if why or not passes(list(sol), tasks[tid]["visible"]):
+            bad.append(f"logged solution {list(sol)}: {why or f'fails the visible examples of {tid}'}")
+    for t in (assets.tools.values() if assets else []):
+        sol = assets.solutions.get(t.source)
+        if _not_stream(t.source, tasks) or sol is None or tuple(sol[t.span[0]:t.span[1]]) != t.body:
+            bad.append(f"tool {t.name} {list(t.body)}: not a part of a verified solution of a stream task "
+                       f"(source {t.source!r}, span {list(t.span)})")
+    targets = {tuple(json.loads(v["program"])): k for k, v in tasks.items() if v["split"] != "stream"}
+    programs = ([(tuple(e["expanded"]), e["task_id"]) for e in experience.entries] if experience else []) + \
+               ([(t.body, t.source) for t in assets.tools.values()] if assets else [])
+    for prog, source in programs:
+        if prog in targets and _not_stream(source, tasks):
+            bad.append(f"{targets[prog]}: its target program {list(prog)} is in memory without a stream task "
+                       "that justifies it")
     blob = json.dumps({"experience": experience.entries if experience else [],
-                       "tools": [vars(t) for t in assets.tools.values()] if assets else []}, default=list)
+                       "solutions": assets.solutions if assets else {},
+                       # a span is two stream positions, not data: "[1, 4]" would read as a short list
+                       "tools": [{k: v for k, v in vars(t).items() if k != "span"} for t in assets.tools.values()]
+                       if assets else []}, default=list)
+    stream_shown = set().union(*(_shown(t) for t in tasks.values() if t["split"] == "stream"))
     for tid, t in tasks.items():
-        shown = {json.dumps(v) for pair in t["visible"] for v in pair}
-        for pair in t["hidden"]:
-            for v in pair:
-                s = json.dumps(v)
-                if isinstance(v, (list, str)) and len(s) >= 6 and s not in shown and s in blob:
-                    bad.append(f"{tid}: hidden value {s} found in memory")
+        values = [v for pair in t["hidden"] for v in pair]
+        if t["split"] != "stream":
+            values += [v for pair in t["visible"] for v in pair]
+        for v in values:
+            s = json.dumps(v)
+            if isinstance(v, (list, str)) and len(s) >= 6 and s not in stream_shown and s in blob:
+                bad.append(f"{tid}: {t['split']} value {s} found in memory")
     return bad
+
+
+def targets_in_memory(experience: ExperienceMemory | None, assets: AssetMemory | None,
+                      tasks: dict[str, dict]) -> int:
+    """Evaluation tasks whose target program a memory holds (as a tool or a successful entry's
+    program): repeats of a stream composition, allowed by the audit's provenance check."""
+    held = [tuple(json.loads(v["program"])) for v in tasks.values() if v["split"] != "stream"]
+    mem = {t.body for t in assets.tools.values()} if assets else set()
+    mem |= {tuple(e["expanded"]) for e in experience.entries if e["outcome"] == "worked"} if experience else set()
+    return sum(p in mem for p in held)

@@ -10,4 +10,9 @@ ANALYSIS_METRICS = {
     "r2.f1": "effect",
     "r2.memory_failure": "effect",
     "r3.shared_minus_separate": "effect",
+    "regime.r1_update": "effect",
+    "regime.r1_delete": "effect",
+    "regime.r2_direct_collapse": "effect",
+    "regime.r3_above_empty": "effect",
+    "controls.seed_aa": "control",
 }

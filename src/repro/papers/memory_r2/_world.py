@@ -63,24 +63,27 @@ def evaluate(models: dict, world: World, params: dict, split: str) -> list[dict]
     batch = params["evaluate"]["batch_size"]
     out = []
     for i in range(0, len(convs), batch):
-        out += method.greedy_eval(agent(models, world, params), convs[i:i + batch], params["rollout"]["top_k"])
+        out += method.greedy_eval(agent(models, world, params), convs[i:i + batch], params["rollout"]["top_k"],
+                                  method.Reward(**params["reward"]))
     return out
 
 
 def summary(records: list[dict]) -> dict:
-    """Mean F1 over QAs (all, and by type), memory failure and size over conversations."""
+    """Mean F1 over QAs (all, and by type), memory failure, size and compression penalty (its mean
+    and the share of conversations where it is non-zero) over conversations."""
     f1 = [x for r in records for x in r["f1"]]
     by_type = {}
     for r in records:
         for x, t in zip(r["f1"], r["types"]):
             by_type.setdefault(t, []).append(x)
-    fails = [r["memory_failure"] for r in records if r["memory_failure"] is not None]
     ops = {}
     for r in records:
         for k, v in r["ops"].items():
             ops[k] = ops.get(k, 0) + v
     return {"f1": statistics.fmean(f1), "f1_by_type": {t: statistics.fmean(v) for t, v in sorted(by_type.items())},
-            "memory_failure": statistics.fmean(fails) if fails else None,
+            "memory_failure": statistics.fmean(r["memory_failure"] for r in records),
             "memory_entries": statistics.fmean(r["memory_entries"] for r in records),
             "memory_tokens": statistics.fmean(r["memory_tokens"] for r in records),
+            "penalty": statistics.fmean(r["penalty"] for r in records),
+            "penalty_nonzero": statistics.fmean(r["penalty"] > 0 for r in records),
             "ops_per_conversation": {k: v / len(records) for k, v in sorted(ops.items())}}

@@ -8,8 +8,10 @@
    question and answers with the values of the retrieved facts that match it (`none` if none).
    Token F1 against the gold answer scores it.
 3. Reward of a session = mean F1 of the QAs whose evidence is in that session, answered from the
-   rollout's final memory, minus lambda * max(0, mem_tokens - 0.7 * session_tokens) / session_tokens
-   (memory words over the dialogue's cumulative words, at the end; the same penalty for every session).
+   rollout's final memory, minus lambda * max(0, mem_words - threshold * basis) / basis (at the end;
+   the same penalty for every session). The spec's basis is the dialogue's cumulative words with
+   threshold 0.7; a toy whose memory cannot reach 0.7 of its dialogue measures it against the words
+   of the dialogue's gold facts instead (what an agent that inserts every fact writes), see `Reward`.
 4. Global groups: the n rollouts of a conversation, one group per (conversation, session).
    Local groups (LoGo): per conversation and session, with probability p, one source rollout's memory
    snapshot at the session's start is deep-copied and the session re-rolled m times; each re-roll's
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from repro.data import factworld
 from repro.rl.rollout import sample
 
 ROLES = ("extractor", "manager")
@@ -179,8 +182,8 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def compression_penalty(memory_tokens: int, session_tokens: int, lam: float) -> float:
-    return lam * max(0.0, memory_tokens - 0.7 * session_tokens) / max(1, session_tokens)
+def compression_penalty(memory_tokens: int, basis_tokens: int, lam: float, threshold: float = 0.7) -> float:
+    return lam * max(0.0, memory_tokens - threshold * basis_tokens) / max(1, basis_tokens)
 
 
 def session_words(conv: dict, upto: int) -> int:
@@ -188,18 +191,58 @@ def session_words(conv: dict, upto: int) -> int:
     return sum(len(u.split()) for s in conv["sessions"][:upto] for u in s)
 
 
-def session_reward(memory: Memory, conv: dict, session: int, upto: int, lam: float, k: int) -> float:
+def fact_words(conv: dict, upto: int) -> int:
+    """Words of the gold facts of sessions 0..upto-1 (restatements and retractions included)."""
+    return sum(len(f.split()) for fs in conv["facts"][:upto] for f in fs if f is not None)
+
+
+@dataclass(frozen=True)
+class Reward:
+    """The compression penalty's parameters (params `reward`). `basis`: `dialogue` (the spec: memory
+    against the dialogue's words) or `facts` (against the gold facts' words: in FactWorld a fact is
+    ~0.4 of its utterance's words, so a memory never reaches 0.7 of the dialogue and the spec's
+    threshold could never bind)."""
+    lam: float
+    threshold: float = 0.7
+    basis: str = "dialogue"
+
+    def penalty(self, memory: Memory, conv: dict, upto: int) -> float:
+        words = (fact_words if self.basis == "facts" else session_words)(conv, upto)
+        return compression_penalty(memory.tokens(), words, self.lam, self.threshold)
+
+
+def session_reward(memory: Memory, conv: dict, session: int, upto: int, reward: Reward, k: int) -> float:
     """F1 of the QAs whose evidence is `session` (0 if none) minus the penalty over sessions < upto."""
     f1 = [token_f1(answer(memory, q["question"], k), q["answer"]) for q in conv["qas"]
           if q["evidence_session"] == session]
-    return (sum(f1) / len(f1) if f1 else 0.0) - compression_penalty(memory.tokens(), session_words(conv, upto), lam)
+    return (sum(f1) / len(f1) if f1 else 0.0) - reward.penalty(memory, conv, upto)
 
 
-def memory_failure(memory: Memory, conv: dict) -> float | None:
-    """Needed evidence facts missing from the memory / needed evidence facts (None: nothing needed)."""
-    needed = {f for q in conv["qas"] for f in q["needs"]}
-    have = set(memory.entries.values())
-    return len(needed - have) / len(needed) if needed else None
+def final_state(conv: dict) -> dict[tuple[str, str], str]:
+    """(person, attribute) -> its value after the last session (`none`: retracted)."""
+    state = {}
+    for fs in conv["facts"]:
+        for f in fs:
+            if f is not None:
+                e, a, v = f.split()
+                state[(e, a)] = v
+    return state
+
+
+def memory_failure(memory: Memory, conv: dict) -> float:
+    """Share of the (person, attribute) keys the memory gets wrong: the current value missing, a stale
+    or wrong value beside or instead of it, a value kept for a retracted key, or a key the dialogue
+    never stated. A stored retraction (`... none`) reads as no value."""
+    held: dict[tuple[str, str], set] = {}
+    for text in memory.entries.values():
+        e, a, v = text.split()
+        if v != factworld.NONE:
+            held.setdefault((e, a), set()).add(v)
+    state = final_state(conv)
+    expected = {key: set() if v == factworld.NONE else {v} for key, v in state.items()}
+    keys = set(state) | set(held)
+    wrong = [key for key in keys if held.get(key, set()) != expected.get(key, set())]
+    return len(wrong) / len(keys) if keys else 0.0
 
 
 # --- the agent: batched turns of every live trace -----------------------------------------------
@@ -289,38 +332,48 @@ def local_rerolls(agent: Agent, sources: list[list[Trace]], p: float, m: int, te
     return groups
 
 
-def global_rewards(trace: Trace, lam: float, k: int) -> list[float]:
+def global_rewards(trace: Trace, reward: Reward, k: int) -> list[float]:
     n = len(trace.conv["sessions"])
-    return [session_reward(trace.memory, trace.conv, s, n, lam, k) for s in range(n)]
+    return [session_reward(trace.memory, trace.conv, s, n, reward, k) for s in range(n)]
 
 
-def local_reward(trace: Trace, lam: float, k: int, memory: Memory | None = None) -> float:
+def local_reward(trace: Trace, reward: Reward, k: int, memory: Memory | None = None) -> float:
     s = trace.sessions[0]
-    return session_reward(memory or trace.memory, trace.conv, s, s + 1, lam, k)
+    return session_reward(memory or trace.memory, trace.conv, s, s + 1, reward, k)
 
 
-def counterfactual_values(trace: Trace, local: bool, lam: float, k: int, ops: list[int]) -> list[float]:
+def trace_penalty(trace: Trace, reward: Reward) -> float:
+    """The penalty in this trace's rewards: over the whole dialogue (global), up to its session (local)."""
+    return reward.penalty(trace.memory, trace.conv, trace.sessions[-1] + 1)
+
+
+def counterfactual_values(trace: Trace, local: bool, reward: Reward, k: int, ops: list[int]) -> list[float]:
     """For each op index: the reward of its session with the op minus without it (same other ops)."""
     out = []
     for i in ops:
         s, n = trace.ops[i].session, len(trace.conv["sessions"])
         without = replay(trace.start, trace.ops, skip=i)
         if local:
-            out.append(local_reward(trace, lam, k) - local_reward(trace, lam, k, without))
+            out.append(local_reward(trace, reward, k) - local_reward(trace, reward, k, without))
         else:
-            out.append(session_reward(trace.memory, trace.conv, s, n, lam, k) -
-                       session_reward(without, trace.conv, s, n, lam, k))
+            out.append(session_reward(trace.memory, trace.conv, s, n, reward, k) -
+                       session_reward(without, trace.conv, s, n, reward, k))
     return out
 
 
-def greedy_eval(agent: Agent, convs: list[dict], k: int) -> list[dict]:
-    """Greedy rollouts: per conversation, every QA's F1 and type, memory failure and size."""
+def score(memory: Memory, conv: dict, k: int, reward: Reward, ops: list[Op] = ()) -> dict:
+    """A conversation's test record: every QA's F1 and type, memory failure, size and penalty."""
+    return {"id": conv["id"], "f1": [token_f1(answer(memory, q["question"], k), q["answer"]) for q in conv["qas"]],
+            "types": [q["type"] for q in conv["qas"]], "memory_failure": memory_failure(memory, conv),
+            "memory_entries": len(memory.entries), "memory_tokens": memory.tokens(),
+            "penalty": reward.penalty(memory, conv, len(conv["sessions"])), "ops": Counter(o.kind for o in ops)}
+
+
+def greedy_eval(agent: Agent, convs: list[dict], k: int, reward: Reward) -> list[dict]:
+    """Greedy rollouts of `convs`, one record each (`score`)."""
     traces = rollout_conversations(agent, convs, 1, temperature=0.0)
     agent.calls.clear()
-    return [{"id": t.conv["id"], "f1": [token_f1(answer(t.memory, q["question"], k), q["answer"]) for q in t.conv["qas"]],
-             "types": [q["type"] for q in t.conv["qas"]], "memory_failure": memory_failure(t.memory, t.conv),
-             "memory_entries": len(t.memory.entries), "memory_tokens": t.memory.tokens(),
-             "ops": Counter(o.kind for o in t.ops)} for t in traces]
+    return [score(t.memory, t.conv, k, reward, t.ops) for t in traces]
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

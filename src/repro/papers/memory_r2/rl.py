@@ -1,7 +1,7 @@
 """Stage 3: RL of the memory agent from the SFT warm start, one arm and one seed: GRPO over global
 trajectory groups, optionally with LoGo's local re-rollout groups, a curriculum over dialogue
 lengths, and shared or per-role parameters; then greedy test evaluation of the best-validation
-checkpoint (per QA F1, memory failure and size).
+checkpoint (per QA F1, memory failure, size and compression penalty).
 
 Per step: n rollouts of each of P conversations (every extractor and manager turn sampled on the KV
 cache) -> per-session rewards from the final memory -> [LoGo: local groups re-rolled from deep-copied
@@ -9,19 +9,21 @@ snapshots, rewarded right away] -> group advantages (one id per global (conversa
 local group; singletons per `rl.singleton`) -> every turn of a session gets its session's advantage
 -> `epochs` PPO-clip epochs with a KL penalty to the SFT policy and an entropy bonus.
 Curriculum: the steps split evenly over the stages' lengths (equal total updates); each stage starts
-from the previous stage's best-validation checkpoint. Every arm validates every `val_every` steps and
-is tested from its best-validation checkpoint, so no arm gains from checkpoint selection alone.
+from the best-validation candidate so far. Equal selection: every arm validates at the same
+`val_points` evenly spaced steps and is tested from the best of those and the SFT start, so no arm
+gains from checkpoint selection alone. Records per job: the validation curve (with each conversation's
+memory failure), how often the compression penalty was non-zero, equal-reward groups per kind, and
+(LoGo arms) the credit diagnostic's (group, counterfactual value, advantage) triples.
 """
 import copy
 import random
 import statistics
 import time
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from repro.core.io import atomic_write_json
+from repro.core.io import atomic_write_json, read_json
 from repro.core.stage import StageContext, main
 from repro.papers.memory_r2 import method
 from repro.papers.memory_r2._world import World, agent, evaluate, role_models, summary, unique
@@ -29,12 +31,12 @@ from repro.rl.grpo import group_advantages, group_stats, masked_mean, ppo_clip_l
 from repro.rl.rollout import concat, response_logprobs
 
 
-def score_groups(traces: list, local_groups: list, n: int, lam: float, k: int) -> tuple:
+def score_groups(traces: list, local_groups: list, n: int, reward: method.Reward, k: int) -> tuple:
     """Rewards and group ids of every (trace, session) slot; {(trace id, session): slot}."""
     rewards, gids, slot = [], [], {}
     sessions = len(traces[0].sessions)
     for i, t in enumerate(traces):
-        for s, r in enumerate(method.global_rewards(t, lam, k)):
+        for s, r in enumerate(method.global_rewards(t, reward, k)):
             slot[(id(t), s)] = len(rewards)
             rewards.append(r)
             gids.append((i // n) * sessions + s)
@@ -42,7 +44,7 @@ def score_groups(traces: list, local_groups: list, n: int, lam: float, k: int) -
     for j, group in enumerate(local_groups):
         for t in group:
             slot[(id(t), t.sessions[0])] = len(rewards)
-            rewards.append(method.local_reward(t, lam, k))
+            rewards.append(method.local_reward(t, reward, k))
             gids.append(base + j)
     return torch.tensor(rewards), torch.tensor(gids), slot
 
@@ -62,22 +64,33 @@ def role_batches(agent_, traces: list, slot: dict, adv: torch.Tensor) -> dict:
     return out
 
 
-def credit_pairs(traces: list, local: bool, slot: dict, adv: torch.Tensor, lam: float, k: int,
-                 limit: int, rng: random.Random) -> list[tuple[float, float]]:
-    """(counterfactual value, advantage) of up to `limit` memory-changing ops of these traces."""
-    ops = [(t, i) for t in traces for i, o in enumerate(t.ops) if o.kind in ("insert", "update", "delete")]
-    pairs = []
-    for t, i in rng.sample(ops, min(limit, len(ops))):
-        value = method.counterfactual_values(t, local, lam, k, [i])[0]
-        pairs.append((value, float(adv[slot[(id(t), t.ops[i].session)]])))
-    return pairs
+def credit_records(groups: list[tuple[list, int]], local: bool, slot: dict, rewards: torch.Tensor,
+                   adv: torch.Tensor, reward: method.Reward, k: int, limit: int, rng: random.Random,
+                   tag: str) -> tuple[list, int]:
+    """[group, counterfactual value, advantage] of every memory-changing op in up to `limit` sampled
+    groups whose rewards differ (a group of equal rewards assigns no credit at all), and how many of
+    `groups` (traces, session) had equal rewards."""
+    differ = []
+    for j, (traces, s) in enumerate(groups):
+        r = [float(rewards[slot[(id(t), s)]]) for t in traces]
+        if max(r) - min(r) > 1e-12:
+            differ.append(j)
+    out = []
+    for j in rng.sample(differ, min(limit, len(differ))):
+        traces, s = groups[j]
+        for t in traces:
+            ops = [i for i, o in enumerate(t.ops) if o.session == s and o.kind in ("insert", "update", "delete")]
+            a = float(adv[slot[(id(t), s)]])
+            out += [[f"{tag}-{j}", v, a] for v in method.counterfactual_values(t, local, reward, k, ops)]
+    return out, len(groups) - len(differ)
 
 
-def correlation(pairs: list[tuple[float, float]]) -> float | None:
-    x, y = np.array(pairs, dtype=float).reshape(-1, 2).T
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
+def validation_steps(steps: int, points: int, stages: int) -> list[int]:
+    """The `points` evenly spaced steps every arm validates at; each curriculum stage ends on one."""
+    if steps % points or points % stages:
+        raise ValueError(f"rl.steps ({steps}) must be a multiple of rl.val_points ({points}), and val_points a "
+                         f"multiple of the curriculum's {stages} stages: every arm selects from the same points")
+    return [steps // points * (j + 1) for j in range(points)]
 
 
 def run(ctx: StageContext) -> dict:
@@ -85,10 +98,11 @@ def run(ctx: StageContext) -> dict:
 
     seed = int(ctx.wildcards["seed"])
     arm = ctx.params["arms"][ctx.wildcards["arm"]]
-    ro_p, rl, rew = ctx.params["rollout"], ctx.params["rl"], ctx.params["reward"]
-    lam, k = rew["lam"], ro_p["top_k"]
+    ro_p, rl = ctx.params["rollout"], ctx.params["rl"]
+    reward, k = method.Reward(**ctx.params["reward"]), ro_p["top_k"]
     world = World(ctx.inputs["data"])
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    backbone = "shared" if arm["shared"] else "separate"
     models = role_models(ctx.inputs["sft"], arm["shared"])
     prepared = {id(m): accelerator.prepare(m) for m in unique(models)}
     models = {role: prepared[id(m)] for role, m in models.items()}
@@ -102,14 +116,20 @@ def run(ctx: StageContext) -> dict:
     gen = torch.Generator(device=device).manual_seed(seed)
     stages = arm.get("curriculum") or [ro_p["sessions"]]
     per_stage = rl["steps"] // len(stages)
+    checkpoints = validation_steps(rl["steps"], rl["val_points"], len(stages))
     n = arm["group_size"]
     local = arm.get("local")
-    history, validation, credit = [], [], {"global": [], "local": []}
+    # the SFT start is the first candidate of every arm (its greedy validation, from the SFT stage)
+    sft_val = read_json(ctx.inputs["sft"] / "validation.json")[backbone]
+    validation = [{"step": 0, "length": None, **val_point(sft_val)}]
+    best = (validation[0]["f1"], 0, {id(m): copy.deepcopy(m.state_dict()) for m in unique(models)})
+    history, credit = [], {"global": [], "local": []}
     start = time.perf_counter()
     step = 0
     for length in stages:
+        for m in unique(models):  # each stage starts from the best candidate so far
+            m.load_state_dict(best[2][id(m)])
         pool = world.convs(f"train_s{length}")
-        best = (-float("inf"), None)
         for _ in tqdm(range(per_stage), desc=f"rl {ctx.wildcards['arm']} s{seed} len{length}", mininterval=5):
             convs = rng.sample(pool, ro_p["conversations_per_step"])
             for m in unique(models):
@@ -119,15 +139,20 @@ def run(ctx: StageContext) -> dict:
             groups = (method.local_rerolls(ag, [traces[i:i + n] for i in range(0, len(traces), n)],
                                            local["p"], local["m"], local["temperature"], local_rng, gen)
                       if local else [])
-            rewards, gids, slot = score_groups(traces, groups, n, lam, k)
+            rewards, gids, slot = score_groups(traces, groups, n, reward, k)
             adv = group_advantages(rewards, gids, std_normalize=True, singleton=rl["singleton"])
             stats = group_stats(rewards, gids)
             all_traces = traces + [t for g in groups for t in g]
             batches = role_batches(ag, all_traces, slot, adv)
-            if local and step % rl["credit_every"] == 0:
-                credit["global"] += credit_pairs(traces, False, slot, adv, lam, k, rl["credit_ops"], credit_rng)
-                credit["local"] += credit_pairs([t for g in groups for t in g], True, slot, adv, lam, k,
-                                                rl["credit_ops"], credit_rng)
+            ng = len(traces) * length  # global slots come first
+            kinds = {"global": [(traces[i:i + n], s) for i in range(0, len(traces), n) for s in range(length)],
+                     "local": [(g, g[0].sessions[0]) for g in groups]}
+            equal = {}
+            for kind, gs in kinds.items():
+                records, equal[kind] = credit_records(
+                    gs, kind == "local", slot, rewards, adv, reward, k,
+                    rl["credit_groups"] if local and step % rl["credit_every"] == 0 else 0, credit_rng, f"{step}{kind[0]}")
+                credit[kind] += records
             with torch.no_grad():
                 ref_logp = {role: response_logprobs(refs[id(models[role])], b)[0] for role, (b, _) in batches.items()}
             for m in unique(models):
@@ -137,7 +162,7 @@ def run(ctx: StageContext) -> dict:
                 for role, (b, a) in batches.items():
                     logp, ent = response_logprobs(models[role], b)
                     pg, info = ppo_clip_loss(logp, b.logprobs, a.to(device), b.response_mask, clip=rl["clip"],
-                                                   max_len=rl["loss_max_len"])
+                                             max_len=rl["loss_max_len"])
                     clipped.append(info["clip_fraction"])
                     kl = masked_mean(method.kl_k3(logp, ref_logp[role]), b.response_mask)
                     loss = loss + pg + rl["kl_coef"] * kl - rl["entropy_coef"] * masked_mean(ent, b.response_mask)
@@ -145,10 +170,14 @@ def run(ctx: StageContext) -> dict:
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(params, rl["grad_clip"])
                 opt.step()
-            ng = len(traces) * length  # global slots come first
+            penalties = {"global": [method.trace_penalty(t, reward) for t in traces],
+                         "local": [method.trace_penalty(t, reward) for g in groups for t in g]}
             history.append({"step": step, "length": length, "reward_global": float(rewards[:ng].mean()),
                             "reward_local": float(rewards[ng:].mean()) if groups else None,
-                            "global_groups": ng // n, "local_groups": len(groups),
+                            "groups": {kind: len(gs) for kind, gs in kinds.items()}, "equal_reward_groups": equal,
+                            "penalty_nonzero": {kind: sum(p > 0 for p in ps) for kind, ps in penalties.items()},
+                            "rollouts": {kind: len(ps) for kind, ps in penalties.items()},
+                            "penalty_mean": statistics.fmean(penalties["global"]),
                             "session_rollouts": ng + sum(len(x) for x in groups),
                             "singletons": int((stats.size == 1).sum()),
                             "degenerate_fraction": float(stats.degenerate.float().mean()),
@@ -156,29 +185,40 @@ def run(ctx: StageContext) -> dict:
                             "turns": {role: len(a) for role, (_, a) in batches.items()},
                             "memory_entries": statistics.fmean(len(t.memory.entries) for t in traces)})
             step += 1
-            if step % rl["val_every"] == 0 or step % per_stage == 0:
-                val = summary(evaluate(models, world, ctx.params, "val"))["f1"]
-                validation.append({"step": step, "length": length, "f1": val})
-                if val > best[0]:
-                    best = (val, {id(m): copy.deepcopy(m.state_dict()) for m in unique(models)})
-        for m in unique(models):  # the next stage (and the test) start from this stage's best
-            m.load_state_dict(best[1][id(m)])
+            if step in checkpoints:
+                validation.append({"step": step, "length": length,
+                                   **val_point(evaluate(models, world, ctx.params, "val"))})
+                if validation[-1]["f1"] > best[0]:
+                    best = (validation[-1]["f1"], step, {id(m): copy.deepcopy(m.state_dict()) for m in unique(models)})
+    for m in unique(models):  # the test reads the best candidate, the SFT start included
+        m.load_state_dict(best[2][id(m)])
     train_s = time.perf_counter() - start
     records = evaluate(models, world, ctx.params, "test")
     atomic_write_json(ctx.out / "items.json", records)
     atomic_write_json(ctx.out / "history.json", history)
     atomic_write_json(ctx.out / "validation.json", validation)
-    credit_corr = {kind: correlation(p) for kind, p in credit.items()} if local else None
+    atomic_write_json(ctx.out / "credit.json", credit)
+    total = lambda key, kind: sum(h[key][kind] for h in history)  # noqa: E731
     return {"arm": ctx.wildcards["arm"], "seed": seed, "test": summary(records),
             "train_seconds": train_s, "seconds_per_step": train_s / max(1, step), "updates": step * rl["epochs"],
+            "selected_step": best[1], "validation_points": len(validation),
             "session_rollouts_per_step": statistics.fmean(h["session_rollouts"] for h in history),
             "singletons": sum(h["singletons"] for h in history),
-            "local_groups_per_step": statistics.fmean(h["local_groups"] for h in history),
+            "local_groups_per_step": statistics.fmean(h["groups"]["local"] for h in history),
+            "groups": {kind: total("groups", kind) for kind in ("global", "local")},
+            "equal_reward_groups": {kind: total("equal_reward_groups", kind) for kind in ("global", "local")},
+            "penalty_nonzero": {kind: total("penalty_nonzero", kind) / max(1, total("rollouts", kind))
+                                for kind in ("global", "local")},
             "reward_first_quarter": statistics.fmean(h["reward_global"] for h in history[:max(1, step // 4)]),
             "reward_last_quarter": statistics.fmean(h["reward_global"] for h in history[-max(1, step // 4):]),
-            "best_validation": max(validation, key=lambda v: v["f1"]),
-            "credit": {"correlation": credit_corr,
-                       "ops": {kind: len(p) for kind, p in credit.items()}} if local else None}
+            "credit_records": {kind: len(r) for kind, r in credit.items()}}
+
+
+def val_point(records: list[dict]) -> dict:
+    """A validation point: mean F1, memory failure (mean and per conversation) and operations."""
+    sm = summary(records)
+    return {"f1": sm["f1"], "memory_failure": sm["memory_failure"], "failures": [r["memory_failure"] for r in records],
+            "ops_per_conversation": sm["ops_per_conversation"]}
 
 
 if __name__ == "__main__":

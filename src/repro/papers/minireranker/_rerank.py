@@ -59,10 +59,20 @@ def load_corpus(data, embed=None) -> Corpus:
     return corpus
 
 
-def pair_batches(corpus: Corpus, batch_size: int, stream: Sequence[int], positive_share: float = 0.5):
-    """next_batch(step) -> a batch of training pairs from the train queries, a pure function of
-    (stream, step): `positive_share` of the pairs are (query, one of its positives), the others
-    (query, a non-relevant document among its first-stage candidates: near misses and hard negatives)."""
+def group_batch(images, queries: list[list[int]], labels: list[int], group: list[int], saliency=None) -> dict:
+    """A training batch of (query, document) pairs in groups (one relevant member per group)."""
+    width = max(map(len, queries))
+    batch = {"images": images_to_tensor(images), "query_ids": torch.tensor([q + [0] * (width - len(q)) for q in queries]),
+             "query_len": torch.tensor([len(q) for q in queries]), "labels": torch.tensor(labels),
+             "group": torch.tensor(group)}
+    return batch if saliency is None else {**batch, "saliency": saliency}
+
+
+def group_batches(corpus: Corpus, groups: int, size: int, stream: Sequence[int]):
+    """next_batch(step) -> `groups` groups of `size` pairs from the train queries, a pure function of
+    (stream, step): each group is a query with one of its relevant documents and `size` - 1
+    non-relevant documents among its first-stage candidates (near misses and hard negatives), the
+    list the listwise loss ranks."""
     train = corpus.split("train")
     everything = range(len(corpus.images))  # a query whose candidates are all relevant draws from the corpus
     negatives = {q: [int(d) for d in corpus.candidates[q] if d not in corpus.queries[q]["relevant"]]
@@ -70,35 +80,40 @@ def pair_batches(corpus: Corpus, batch_size: int, stream: Sequence[int], positiv
 
     def next_batch(step: int) -> dict:
         rng = np.random.default_rng([*stream, step])
-        docs, qids, labels = [], [], []
-        for j in range(batch_size):
+        docs, qids, labels, group = [], [], [], []
+        for g in range(groups):
             q = train[rng.integers(len(train))]
-            positive = j < round(positive_share * batch_size)
-            pool = sorted(corpus.queries[q]["relevant"]) if positive else negatives[q]
-            docs.append(int(pool[rng.integers(len(pool))]))
-            qids.append(corpus.queries[q]["ids"])
-            labels.append(int(positive))
-        width = max(map(len, qids))
-        return {"images": images_to_tensor(corpus.images[docs]),
-                "query_ids": torch.tensor([ids + [0] * (width - len(ids)) for ids in qids]),
-                "query_len": torch.tensor([len(ids) for ids in qids]), "labels": torch.tensor(labels),
-                "saliency": corpus.saliency[docs]}
+            relevant = sorted(corpus.queries[q]["relevant"])
+            pool = negatives[q]
+            members = [relevant[rng.integers(len(relevant))],
+                       *(pool[i] for i in rng.choice(len(pool), size=min(size - 1, len(pool)), replace=False))]
+            docs += members
+            qids += [corpus.queries[q]["ids"]] * len(members)
+            labels += [1] + [0] * (len(members) - 1)
+            group += [g] * len(members)
+        return group_batch(corpus.images[docs], qids, labels, group, corpus.saliency[docs])
 
     return next_batch
 
 
-def freeze_vision(model, t: dict) -> None:
-    """With `t.freeze_vision`, the vision tower and its grid positions stay as they are (LLaVA keeps
-    its CLIP encoder frozen; here it is the embedder's image tower), the projector and the LLM train."""
-    for x in (*model.vision.parameters(), model.pos):
-        x.requires_grad_(not t.get("freeze_vision", False))
+def freeze(model, t: dict) -> None:
+    """The vision tower and its grid positions stay as the tower stage trained them (LLaVA keeps its
+    CLIP encoder frozen); with `t.keep_alignment` the projector and the LLM's word embeddings stay as
+    the alignment stage left them too, so the near-lexical match between a query word and its
+    object's visual token survives training. The rest of the LLM trains."""
+    fixed = [*model.vision.parameters(), model.pos]
+    if t["keep_alignment"]:
+        fixed += [*model.projector.parameters(), *model.decoder.embed.parameters()]
+    for x in fixed:
+        x.requires_grad_(False)
 
 
 def finetune(model, arm: Arm, tok: Tokens, corpus: Corpus, t: dict, stream: Sequence[int], desc: str) -> list[float]:
-    """Train the reranker under `arm` on yes/no cross-entropy (AdamW, warm-up + cosine)."""
-    freeze_vision(model, t)
+    """Train the reranker under `arm` on the rank loss over groups of each train query's candidates
+    (AdamW, warm-up + cosine)."""
+    freeze(model, t)
     model.to(device()).train()
-    return train_causal_lm(Scorer(model, arm, tok), pair_batches(corpus, t["batch_size"], stream),
+    return train_causal_lm(Scorer(model, arm, tok, t["pointwise"]), group_batches(corpus, t["groups"], t["group_size"], stream),
                            steps=t["steps"], lr=t["lr"], warmup=t["warmup"], weight_decay=t["weight_decay"],
                            grad_clip=t["grad_clip"], desc=desc)
 
@@ -173,7 +188,23 @@ def rerank(model, arm: Arm, tok: Tokens, corpus: Corpus, split: str, batch: int 
                                  [corpus.queries[q]["ids"]] * len(ids), corpus.saliency[ids])
                 out += relevance(yn).tolist()
             scores[q] = out
-    per_query = {str(q): ranking_metrics(scores[q], list(corpus.candidates[q]), corpus.queries[q]["relevant"])
-                 for q in qs}
-    means = {m: float(np.mean([r[m] for r in per_query.values()])) for m in ("ndcg10", "mrr", "hit1")}
-    return {**means, "per_query": per_query}
+    per_query = {str(q): {**ranking_metrics(scores[q], list(corpus.candidates[q]), corpus.queries[q]["relevant"]),
+                          "kind": corpus.queries[q]["kind"]} for q in qs}
+    return {**means(per_query.values()), "by_kind": by_kind(per_query), "per_query": per_query}
+
+
+def means(rows) -> dict:
+    rows = list(rows)
+    return {m: float(np.mean([r[m] for r in rows])) for m in ("ndcg10", "mrr", "hit1")}
+
+
+def kinds_mean(result: dict, kinds, metric: str = "ndcg10") -> float:
+    """Mean `metric` of a `rerank` result over the queries of `kinds` (those the claims decide)."""
+    return float(np.mean([r[metric] for r in result["per_query"].values() if r["kind"] in kinds]))
+
+
+def by_kind(per_query: dict) -> dict:
+    """Mean NDCG@10, MRR and Hit@1 of each query kind."""
+    kinds = sorted({r["kind"] for r in per_query.values()})
+    return {k: {**means(r for r in per_query.values() if r["kind"] == k),
+                "queries": sum(r["kind"] == k for r in per_query.values())} for k in kinds}

@@ -1,5 +1,6 @@
-"""Stage 8: claims M1-M2 decided from every (format, seed) and (rung, seed) reranking run, the
-selection and the cost job; tables and figures."""
+"""Stage 10: claims M1-M2's effects, regime and controls from every (format, seed) and (rung, seed)
+reranking run, the A/A seeds' runs, the selection, pre-training's go/no-go and the cost job; tables
+and figures."""
 from repro.core.io import atomic_write_text, read_metrics
 from repro.core.stage import StageContext, main
 from repro.papers.minireranker import effects
@@ -44,12 +45,14 @@ def run(ctx: StageContext) -> dict:
     seeds = p["seeds"]
     formats = {f: {s: read_metrics(ctx.inputs[f"finetune_{f}_seed{s}"]) for s in seeds}
                for f in ("query_first", "document_first", "vision_first")}
+    aa = {s: read_metrics(ctx.inputs[f"finetune_vision_first_seed{s}"]) for s in p["aa_seeds"]}
     ladder = {r: {s: read_metrics(ctx.inputs[f"ladder_{r}_seed{s}"]) for s in seeds} for r in p["ladder"]}
-    sel, cost, embed = (read_metrics(ctx.inputs[k]) for k in ("select", "cost", "embed"))
-    m = effects.decide(formats, ladder, sel, cost, embed, p["ladder"], p["select"]["keep_share"])
+    sel, cost, embed, pre = (read_metrics(ctx.inputs[k]) for k in ("select", "cost", "embed", "pretrain"))
+    m = effects.decide(formats, ladder, aa, sel, cost, embed, p["ladder"], p["select"]["keep_share"],
+                       p["rerank"]["decided_kinds"])
     ladder_figure(m, cost, ctx.out / "ladder.png")
     selection_figure(sel, ctx.out / "selection.png")
-    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, cost, seeds, embed, p))
+    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, cost, seeds, embed, pre, p))
     return m
 
 

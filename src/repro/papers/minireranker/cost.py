@@ -1,4 +1,4 @@
-"""Stage 7: cost per query. Analytic FLOPs (method.pair_flops) of dense scoring (one whole forward
+"""Stage 9: cost per query. Analytic FLOPs (method.pair_flops) of dense scoring (one whole forward
 per pair) and of every ladder rung under high reuse (document caches amortised away) and low reuse
 (each document's cache used by one query), at the trained model's sizes and at paper-like sizes
 (the Qwen3-VL-like LLM of params, ~1,024 image tokens, ~20 query tokens; the exit layer and band
@@ -48,7 +48,7 @@ def run(ctx: StageContext) -> dict:
     v = vocab()
     tok = tokens(v, p["formats"])
     n_layers = selection["n_layers"]
-    rungs = {"vision_first_cached": Arm(), **{n: Arm.rung(r, selection, p["positions"]) for n, r in p["ladder"].items()}}
+    rungs = {n: Arm.rung(r, selection, p["positions"]) for n, r in p["ladder"].items()}  # `dense`: cached, every layer
     trained = read_json(ctx.inputs["model"] / "model" / "config.json")  # the reranker's sizes, hub or not
     tiny_visual = (trained["image_size"] // trained["vision"]["patch_size"]) ** 2
     tiny_query = float(np.mean([len(q["ids"]) for q in corpus.queries if q["split"] == "test"])) + len(tok.prompt)

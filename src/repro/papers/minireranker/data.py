@@ -1,19 +1,17 @@
 """Stage 1: scene documents, templated queries with exact relevance labels, and hard negatives.
 
-Documents are scenes of `repro.data.scenes` (1-4 coloured shapes on a textured grey background).
-A query is a predicate over a scene, written out from a template:
-- attribute: "a large red circle" (an object of that size, colour and shape);
-- position: "a red circle on the left" (such an object in the left / right third, top / bottom third);
-- relation: "a red circle left of a blue square" (scenes.relation between two such objects);
-- count: "2 red objects" (exactly that many objects of the colour).
-Relevance is the predicate's truth on the document's scene (`holds`), for every (query, document)
-pair of the corpus. Queries are drawn from objects of random corpus documents (so each has a
-positive) and kept when their number of positives lies in `positives` (a query that half the corpus
-satisfies ranks nothing), up to `per_kind` distinct texts per kind; texts are unique across splits.
-Attribute, position and count queries have few distinct texts (48, 96 and ~20), relation queries
-many; each kind is split into test / val / train in the shares `splits` gives. Hard negatives: for `hard_negatives`
-positives of each query, a copy with one attribute (colour, shape or size) of one object changed so
-that the predicate fails, drawn on the same background; they join the corpus before labelling.
+Documents are scenes of `repro.data.scenes` (1-3 coloured shapes on a textured grey background).
+A query is a predicate over a scene, written out from a template (`_queries`): attribute ("a large
+red circle"), position ("a red circle on the left"), colour relation ("a red object left of a blue
+object"), relation ("a red circle left of a blue square") and count ("2 red objects"). Relevance is
+the predicate's truth on the document's scene (`holds`), for every (query, document) pair of the
+corpus. Queries are drawn from objects of random corpus documents (so each has a positive) and kept
+when their number of positives lies in `positives` (a query that half the corpus satisfies ranks
+nothing), up to `per_kind[kind]` distinct texts per kind; texts are unique across splits, and each
+kind is split into test / val / train in the shares `splits` gives. Hard negatives: for
+`hard_negatives` positives of each query, a copy with one attribute (colour, shape or size) of one
+object changed so that the predicate fails, drawn on the same background; they join the corpus
+before labelling.
 
 `source.kind: hub` reads prepared documents (`image`) and queries (`text`, `kind`, `split`,
 `relevant` doc indices) with `datasets.load_dataset` instead.
@@ -36,11 +34,12 @@ def build(source: dict, seed: int) -> tuple[list[dict], list[dict]]:
             for i in range(source["documents"])]
     lo, hi = source["positives"]
     cap = source["per_kind"]
-    chosen, seen = {k: [] for k in KINDS}, set()
+    kinds = [k for k in KINDS if k in cap]
+    chosen, seen = {k: [] for k in kinds}, set()
     for attempt in range(source["max_tries"]):
-        kind = KINDS[attempt % len(KINDS)]
-        if len(chosen[kind]) >= cap:
-            if min(map(len, chosen.values())) >= cap:
+        kind = kinds[attempt % len(kinds)]
+        if len(chosen[kind]) >= cap[kind]:
+            if all(len(chosen[k]) >= cap[k] for k in kinds):
                 break
             continue
         p = sample_predicate(rng, docs[rng.integers(len(docs))]["scene"], kind)
@@ -53,7 +52,7 @@ def build(source: dict, seed: int) -> tuple[list[dict], list[dict]]:
     # each kind is split in the given shares, so every split holds every kind that has texts
     shares = source["splits"]
     order, names = [], []
-    for kind in KINDS:
+    for kind in kinds:
         n = len(chosen[kind])
         counts = {s: int(round(n * f)) for s, f in shares.items() if s != "train"}
         counts["train"] = n - sum(counts.values())

@@ -13,7 +13,7 @@ from repro.core.stage import StageContext, main
 from repro.data.scenes import images_to_tensor
 from repro.models import checkpoint
 from repro.models.training import tail_mean, train_causal_lm
-from repro.papers.minireranker._rerank import device, load_corpus, ranking_metrics, reference_ndcg, vocab
+from repro.papers.minireranker._rerank import by_kind, device, load_corpus, ranking_metrics, reference_ndcg, vocab
 from repro.papers.minireranker.method import DualEncoder
 
 
@@ -69,10 +69,11 @@ def run(ctx: StageContext) -> dict:
             cands, relevant = list(candidates[q]), corpus.queries[q]["relevant"]
             rows[str(q)] = {**ranking_metrics(list(range(k, 0, -1)), cands, relevant),
                             "recall": len(set(cands) & relevant) / len(relevant),
-                            **{f"ndcg10_{o}": x for o, x in reference_ndcg(cands, relevant).items()}}
+                            **{f"ndcg10_{o}": x for o, x in reference_ndcg(cands, relevant).items()},
+                            "kind": corpus.queries[q]["kind"]}
         out[split] = {**{m: float(np.mean([r[m] for r in rows.values()]))
                          for m in ("ndcg10", "mrr", "hit1", "recall", "ndcg10_sorted", "ndcg10_shuffled")},
-                      "per_query": rows}
+                      "by_kind": by_kind(rows), "per_query": rows}
     return out
 
 

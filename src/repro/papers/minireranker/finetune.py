@@ -1,7 +1,8 @@
-"""Stage 4: fine-tune the pre-trained reranker on one input format with one seed (the seed draws the
-training pairs), then rerank the test queries' first-stage candidates with one whole-sequence
-forward per (query, document) pair; vision-first also reranks the validation queries (the dense
-reference the ladder's choices are made against)."""
+"""Stage 6: fine-tune the pre-trained reranker on one input format with one seed (the seed draws the
+training groups: a train query, one of its relevant documents and non-relevant first-stage
+candidates, under the listwise + pointwise loss of pre-training), then rerank the test queries'
+first-stage candidates with one whole-sequence forward per (query, document) pair; vision-first
+also reranks the validation queries."""
 import torch
 
 from repro.core.io import atomic_write_json

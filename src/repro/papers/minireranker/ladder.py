@@ -1,8 +1,10 @@
-"""Stage 6: one rung of the ladder with one seed. The dense vision-first model of that seed, with
+"""Stage 8: one rung of the ladder with one seed. The dense vision-first model of that seed, with
 the rung's mechanisms (early exit at L_e; + the interaction band; + embedder-guided pruning to a
 share r, the positions of `positions`), fine-tuned for the adaptation steps (the seed draws the
-pairs), then reranking validation and test queries the way it is deployed: every candidate
-document's KV cache computed once, each query run against the caches."""
+groups), then reranking validation and test queries the way it is deployed: every candidate
+document's KV cache computed once, each query run against the caches. The `dense` rung (no exit,
+band or pruning) gets the same adaptation steps: the reference the rungs' quality is compared with,
+so a rung cannot look better than dense from extra training alone."""
 import torch
 
 from repro.core.io import atomic_write_json, read_json

@@ -64,9 +64,11 @@ class Arm:
 
     @classmethod
     def rung(cls, rung: dict, selection: dict, positions: str = "persistent") -> Arm:
-        """A ladder rung of params ({band: bool, keep: r}) at the selected exit layer and band."""
+        """A ladder rung of params ({exit: bool (default true), band: bool, keep: r}) at the selected
+        exit layer and band; `exit: false` runs every layer (the dense control)."""
         band = tuple(selection["band"]) if rung.get("band") else None
-        return cls(exit=selection["exit"], band=band, keep=rung.get("keep", 1.0), positions=positions)
+        exit_ = selection["exit"] if rung.get("exit", True) else None
+        return cls(exit=exit_, band=band, keep=rung.get("keep", 1.0), positions=positions)
 
     def scaled(self, n_layers: int, to_layers: int) -> Arm:
         """The same rung in a deeper model: exit and band start at the same share of the depth, the
@@ -160,6 +162,23 @@ def yes_no(logits: torch.Tensor, tok: Tokens) -> torch.Tensor:
 def pair_loss(yn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the yes/no softmax against the relevance label (1: yes)."""
     return F.cross_entropy(yn.float(), (1 - labels).long())
+
+
+def listwise_loss(yn: torch.Tensor, labels: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Mean over groups of -log softmax_i(yes_i - no_i) at the group's one relevant member: the
+    documents of a group compete, so a near miss must score below the document that satisfies the
+    query (`group` [B]: group ids 0..G-1; exactly one label 1 per group)."""
+    margin = (yn[:, 0] - yn[:, 1]).float()
+    n = int(group.max()) + 1
+    if not torch.equal(group[labels.bool()], torch.arange(n, device=group.device)):
+        raise ValueError("every group needs exactly one relevant member, and groups are numbered 0..G-1")
+    lse = torch.stack([margin[group == g].logsumexp(0) for g in range(n)])
+    return (lse - margin[labels.bool()]).mean()
+
+
+def rank_loss(yn: torch.Tensor, labels: torch.Tensor, group: torch.Tensor, pointwise: float) -> torch.Tensor:
+    """Listwise loss plus `pointwise` x the yes/no cross-entropy, which keeps P(yes) a relevance score."""
+    return listwise_loss(yn, labels, group) + pointwise * pair_loss(yn, labels)
 
 
 # ---------------------------------------------------------------- 3. the two paths
@@ -272,16 +291,17 @@ def choose_band(mass: torch.Tensor, width: int, exit_layer: int) -> int:
 
 
 class Scorer(nn.Module):
-    """The reranker under an arm, as the shared training loop wants it: forward(**batch).loss."""
+    """The reranker under an arm, as the shared training loop wants it: forward(**batch).loss, the
+    rank loss over groups of (query, document) pairs."""
 
-    def __init__(self, model, arm: Arm, tok: Tokens):
+    def __init__(self, model, arm: Arm, tok: Tokens, pointwise: float):
         super().__init__()
-        self.model, self.arm, self.tok = model, arm, tok
+        self.model, self.arm, self.tok, self.pointwise = model, arm, tok, pointwise
 
-    def forward(self, images, query_ids, query_len, labels, saliency=None):
+    def forward(self, images, query_ids, query_len, labels, group, saliency=None):
         queries = [row[:n].tolist() for row, n in zip(query_ids, query_len)]
-        return SimpleNamespace(loss=pair_loss(score_pairs(self.model, self.arm, self.tok, images, queries,
-                                                          saliency), labels))
+        yn = score_pairs(self.model, self.arm, self.tok, images, queries, saliency)
+        return SimpleNamespace(loss=rank_loss(yn, labels, group, self.pointwise))
 
 
 # ---------------------------------------------------------------- 4. the embedder

@@ -1,106 +1,79 @@
-"""Stage 3: the reranker's image-first pre-training. The tiny MLLM (repro.models.mllm) starts, with
-`model.init_vision: embedder`, from the first stage's contrastively trained image tower (as MLLMs
-start from a CLIP-style ViT; `freeze_vision` keeps it fixed, as LLaVA keeps CLIP) and learns
-single-word VQA answers on scenes laid out [bos][image][question], the order MLLMs are pre-trained
-on, so that the vision-first format has a VQA-style alignment to build on. The questions: the scene
-questions of `source` (repro.data.scenes) and, with `predicates`, "is there <query> ?" about fresh
-scenes (`_queries.predicate_questions`; a validation or test query's text is never asked). One run,
-with the workflow's seed; every format and seed fine-tunes from it. At `paper` (a pre-trained
-backbone) it runs 0 steps and only stores the assembled model."""
+"""Stage 5: the reranker's image-first pre-training on minimal pairs. Each group is one fresh scene
+that satisfies a templated query and 3-7 single-edit violators of it (one attribute, one object
+moved to another side, two objects swapped; `_queries.minimal_group`), drawn on one background; the
+pairs are laid out [bos][image][query][prompt], the order MLLMs are pre-trained on (the vision-first
+format), and the loss is the listwise softmax over the group's (yes - no) logits plus the pointwise
+yes/no cross-entropy (`method.rank_loss`), so P(yes) stays the relevance score. Curriculum: a kind
+of query joins the mix at its share of the steps (`curriculum`: attribute, then position, then
+relations). The vision tower stays frozen (with `keep_alignment`, the projector and the word
+embeddings too); the rest of the LLM trains.
+
+Reported: on fixed held-out groups, the share of groups whose satisfying scene scores highest, per
+kind; and zero-shot (no fine-tuning) validation NDCG@10 per kind, reranking the corpus's validation
+queries' first-stage candidates (the go/no-go of the spec's amendment reads attribute and
+position). One run, with the workflow's seed; every format and seed fine-tunes from it."""
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
-from types import SimpleNamespace
 
 from repro.core.io import atomic_write_json
 from repro.core.stage import StageContext, main
-from repro.data.scenes import images_to_tensor, load_scene_set
-from repro.models import checkpoint
-from repro.models.mllm import build_mllm
+from repro.data.scenes import backdrop, draw
+from repro.models.mllm import TinyMLLM
 from repro.models.training import tail_mean, train_causal_lm
-from repro.papers.minireranker._queries import predicate_questions
-from repro.papers.minireranker._rerank import device, freeze_vision, tokens, vocab
-from repro.papers.minireranker.method import Arm, layout, visual_kept
+from repro.papers.minireranker._queries import minimal_group, text
+from repro.papers.minireranker._rerank import (device, freeze, group_batch, load_corpus, means, rerank, tokens,
+                                               vocab)
+from repro.papers.minireranker.method import Arm, Scorer, score_pairs
 
 
-class VQA(nn.Module):
-    """Next-word loss on the answer after [bos][image][question]."""
-
-    def __init__(self, model, tok):
-        super().__init__()
-        self.model, self.tok = model, tok
-
-    def logits(self, images, query_ids, query_len):
-        queries = [row[:n].tolist() for row, n in zip(query_ids, query_len)]
-        visual, kept = visual_kept(self.model, images, None, 1.0)
-        embeds, positions, _, read = layout(self.model, Arm(), self.tok, visual, kept, self.model.n_visual, queries)
-        logits, _ = self.model(inputs_embeds=embeds, positions=positions)
-        return logits[torch.arange(len(read)), read]
-
-    def forward(self, images, query_ids, query_len, answers):
-        return SimpleNamespace(loss=F.cross_entropy(self.logits(images, query_ids, query_len).float(), answers))
-
-
-def vision_from_embedder(model, folder) -> None:
-    """Copy the dual encoder's image tower (patch embedder, blocks, final norm, patch positions
-    without the CLS slot) into the MLLM's vision tower; the sizes must agree."""
-    _, state = checkpoint.load(folder)
-    model.vision.load_state_dict({k[len("vit."):]: v for k, v in state.items() if k.startswith("vit.")})
-    model.pos.data.copy_(state["pos"][0, 1:])
-
-
-def with_predicates(rows, source: dict, data, seed: int):
-    """The scene VQA splits with the predicate questions of `_queries.predicate_questions` added
-    (`source.splits`: rows per split), never asking a validation or test query's text."""
-    import datasets
-
-    queries = datasets.load_from_disk(str(data / "queries"))
-    held_out = {t for t, s in zip(queries["text"], queries["split"]) if s != "train"}
-    return {name: datasets.concatenate_datasets([rows[name], predicate_questions((seed, 5, code), n, source, held_out)])
-            for code, (name, n) in enumerate(source["splits"].items())}
+def groups_of(rng: np.random.Generator, kinds: list[str], n: int, t: dict, size: int, v) -> dict:
+    """A batch of n minimal-pair groups, kinds drawn uniformly from `kinds`; a group's scenes share
+    one background, so they differ only by the edit."""
+    images, queries, labels, group = [], [], [], []
+    for g in range(n):
+        p, scenes = minimal_group(rng, kinds[rng.integers(len(kinds))], tuple(t["violators"]), tuple(t["objects"]))
+        base = backdrop(size, rng)
+        images += [draw(base, s) for s in scenes]
+        queries += [v.encode(text(p))] * len(scenes)
+        labels += [1] + [0] * (len(scenes) - 1)
+        group += [g] * len(scenes)
+    return group_batch(np.stack(images), queries, labels, group)
 
 
 def run(ctx: StageContext) -> dict:
     p, t = ctx.params, ctx.params["pretrain"]
     v = vocab()
-    tok = tokens(v, {**p["formats"], "prompt": ""})  # VQA: the question's last word reads the answer
+    tok = tokens(v, p["formats"])
+    size = p["model"]["image_size"]
     torch.manual_seed(ctx.seed)
-    model = build_mllm(p["model"], len(v))
-    if p["model"].get("init_vision") == "embedder":
-        vision_from_embedder(model, ctx.inputs["embed"] / "embedder")
-    freeze_vision(model, t)
-    model.to(device())
-    vqa = VQA(model, tok)
-    out = {"steps": t["steps"], "params": sum(x.numel() for x in model.parameters())}
+    model = TinyMLLM.load(ctx.inputs["align"] / "model", device())
+    freeze(model, t)
+    scorer = Scorer(model, Arm(), tok, t["pointwise"])
+    entry = {k: round(share * t["steps"]) for k, share in t["curriculum"].items()}
+
+    def next_batch(step: int) -> dict:
+        rng = np.random.default_rng([ctx.seed, 3, step])
+        return groups_of(rng, [k for k, s in entry.items() if s <= step], t["groups"], t, size, v)
+
+    out = {"steps": t["steps"], "curriculum_entry_step": entry}
     if t["steps"]:
-        rows = load_scene_set(t["source"], ctx.seed)
-        if t.get("predicates"):
-            rows = with_predicates(rows, t["predicates"], ctx.inputs["data"], ctx.seed)
-        train, held = (rows[s].with_format("numpy")[:] for s in ("train", "val"))
-        enc = lambda split: [v.encode(q) for q in split["question"]]  # noqa: E731
-        train_ids, held_ids = enc(train), enc(held)
-
-        def batch(images, ids, answers):
-            width = max(map(len, ids))
-            return {"images": images_to_tensor(images), "query_ids": torch.tensor([x + [0] * (width - len(x)) for x in ids]),
-                    "query_len": torch.tensor([len(x) for x in ids]),
-                    "answers": torch.tensor([v.index.get(a, v.unk_id) for a in answers])}
-
-        def next_batch(step: int) -> dict:
-            idx = np.random.default_rng([ctx.seed, 3, step]).integers(len(train_ids), size=t["batch_size"])
-            return batch(train["image"][idx], [train_ids[i] for i in idx], train["answer"][idx])
-
-        losses = train_causal_lm(vqa, next_batch, steps=t["steps"], lr=t["lr"], warmup=t["warmup"],
-                                 weight_decay=t["weight_decay"], grad_clip=1.0, desc="VQA pre-training")
-        with torch.no_grad():
-            b = batch(held["image"], held_ids, held["answer"])
-            pred = vqa.logits(*(b[k].to(device()) for k in ("images", "query_ids", "query_len"))).argmax(-1).cpu()
-        correct = (pred == b["answers"]).numpy()
-        kinds = held["kind"]
-        out.update(train_loss_last=tail_mean(losses), heldout_accuracy=float(correct.mean()),
-                   heldout_accuracy_by_kind={k: float(correct[kinds == k].mean()) for k in sorted(set(kinds))})
+        losses = train_causal_lm(scorer, next_batch, steps=t["steps"], lr=t["lr"], warmup=t["warmup"],
+                                 weight_decay=t["weight_decay"], grad_clip=1.0, desc="minimal-pair pre-training")
         atomic_write_json(ctx.out / "history.json", {"train_loss": losses})
+        held = {}
+        with torch.no_grad():
+            for code, kind in enumerate(t["curriculum"]):
+                b = groups_of(np.random.default_rng([ctx.seed, 4, code]), [kind], t["heldout_groups"], t, size, v)
+                queries = [row[:n].tolist() for row, n in zip(b["query_ids"], b["query_len"])]
+                yn = score_pairs(model, Arm(), tok, b["images"].to(device()), queries).cpu()
+                margin = yn[:, 0] - yn[:, 1]
+                top = [int(margin[b["group"] == g].argmax()) == 0 for g in range(t["heldout_groups"])]
+                held[kind] = float(np.mean(top))
+        out.update(train_loss_last=tail_mean(losses), heldout_group_top1=held)
+    corpus = load_corpus(ctx.inputs["data"], ctx.inputs["embed"])
+    val = rerank(model, Arm(), tok, corpus, "val")
+    gate = [r for r in val["per_query"].values() if r["kind"] in t["gate_kinds"]]
+    out["zero_shot_val"] = {"by_kind": val["by_kind"], "gate_kinds": t["gate_kinds"], "gate": means(gate)}
     model.save(ctx.out / "model")
     return out
 

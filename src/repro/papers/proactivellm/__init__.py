@@ -16,4 +16,7 @@ ANALYSIS_METRICS = {
     "a3.synthqa.entropy": "effect",
     "a3.synthqa.maxprob": "effect",
     "a3.synthqa.attention": "effect",
+    **{f"regime.{t}.{k}": "effect" for t in ("synthmt", "synthqa")
+       for k in ("v0_read_all", "read_all_ratio", "span_entropy", "span_maxprob", "span_attention")},
+    **{f"controls.seed_aa{kind}_{t}": "control" for t in ("synthmt", "synthqa") for kind in ("", "_auroc")},
 }

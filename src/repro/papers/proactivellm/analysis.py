@@ -59,10 +59,14 @@ def auroc_figure(m: dict, path) -> None:
 
 def run(ctx: StageContext) -> dict:
     tasks, arrays = {}, {}
+    aa_seeds = set(ctx.params["aa_seeds"])
     for _, path in sorted(ctx.inputs.items()):
         job = read_metrics(path)
-        t = tasks.setdefault(job["task"], {"metric": job["metric"], "runs": {}, "backbone": {},
+        t = tasks.setdefault(job["task"], {"metric": job["metric"], "runs": {}, "backbone": {}, "aa": {},
                                            "position_bins": job["position_bins"]})
+        if job["seed"] in aa_seeds:  # the seed A/A: the wait-k arm alone, on disjoint seeds
+            t["aa"][job["seed"]] = job["arms"][ctx.params["aa_arm"]]
+            continue
         t["backbone"][job["seed"]] = job["backbone"]
         for arm, m in job["arms"].items():
             t["runs"].setdefault(arm, {})[job["seed"]] = {"task": job["task"], "arm": arm, "seed": job["seed"],
@@ -78,7 +82,9 @@ def run(ctx: StageContext) -> dict:
     note = (f"Seeds {seeds} vary the fine-tuning of every arm (example order, visibility schedules, the V4 "
             "head's initialisation) and so its evaluation: one train job per (task, arm, seed), one evaluate job per (task, seed). "
             f"The data and the offline backbone (pretrain) are one run each, with the global seed {ctx.seed}, "
-            "shared by every arm and seed: the claims compare what comes after them.")
+            "shared by every arm and seed: the claims compare what comes after them. Seed A/A control: "
+            f"{ctx.params['aa_arm'].upper()} again on seeds {sorted(aa_seeds)}, compared with {ctx.params['aa_arm'].upper()} "
+            "on the main seeds through the claims' own code (A/A seed i with seed i).")
     atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, tasks, note))
     return m
 

@@ -181,7 +181,8 @@ def evaluate_arm(lm, head, task: Task, cfg: dict, ev: dict, policies: list[str],
 
 
 def run(ctx: StageContext) -> dict:
-    """Every arm of one seed on one task (one job: the arms' evaluations are short next to the
+    """Every arm of one seed on one task that the job was given (`train_<arm>` inputs: all of them,
+    or the A/A arm alone on an A/A seed; one job: the arms' evaluations are short next to the
     seconds each job spends importing transformers); per arm <arm>/items.npz. Also the offline
     backbone's read-then-generate point (the same in every seed's job: a few forwards)."""
     name, seed = ctx.wildcards["task"], int(ctx.wildcards["seed"])
@@ -194,7 +195,7 @@ def run(ctx: StageContext) -> dict:
     backbone = {**point, "by_position": by_position(cfg["metric"], items_of_point["quality"], test),
                 "val_nll_full_view": read_metrics(ctx.inputs["backbone"])["val_nll_full_view"]}
     arms = {}
-    for arm in sorted(ev["policies"]):
+    for arm in sorted(a for a in ev["policies"] if f"train_{a}" in ctx.inputs):
         trained = ctx.inputs[f"train_{arm}"]
         lm = load_checkpoint(trained / "model", attn_implementation="eager").to(device()).eval()
         head = load_head(trained / "head")

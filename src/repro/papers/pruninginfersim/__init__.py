@@ -6,6 +6,15 @@
 ANALYSIS_METRICS = {
     "p1.static_depth_efficiency": "effect",
     "p1.lead_over_other_ranked": "effect",
-    "p2.paper_order_holds": "effect",
+    "p1.static_depth_max_bound": "effect",
+    "p1.other_ranked_families": "effect",
+    "p2.lead_band1": "effect",
+    "p2.lead_band2": "effect",
+    "p2.lead_band3": "effect",
+    "p2.dense_minus_unigram": "effect",
+    "p2.lowrank_loss_at_largest": "effect",
     "p3.taxonomy_matches": "bool",
+    "controls.timing_aa_bound": "control",
+    "controls.timing_aa_frontier": "control",
+    "controls.sparse24_as_dense": "control",
 }

@@ -2,6 +2,7 @@
 with their intervals; figures and report tables."""
 from repro.core.io import atomic_write_text, read_json, read_metrics
 from repro.core.stage import StageContext, main
+from repro.data.corpus import unigram_entropy
 from repro.papers.pruninginfersim import effects
 from repro.papers.pruninginfersim.method import FAMILIES
 from repro.report.figures import plt, save
@@ -38,7 +39,7 @@ def efficiency_figure(p1: dict, path) -> None:
     ax.axvline(0.85, color="k", ls=":", lw=1)
     ax.axvline(1.0, color="0.6", lw=0.8)
     ax.set_yticks(range(len(fams)), fams)
-    ax.set_xlabel(f"bound efficiency at {p1['setting']} (95% CI over timing pairs)")
+    ax.set_xlabel(f"bound efficiency at {p1['setting']} (95% CI over timing pairs, widened by the A/A)")
     save(fig, path)
 
 
@@ -51,7 +52,7 @@ def run(ctx: StageContext) -> dict:
             evals.setdefault(m["family"], {})[m["seed"]] = m
     latency = read_metrics(ctx.inputs["latency"])
     pairs = read_json(ctx.inputs["latency"] / "pairs.json")
-    m = effects.decide(evals, latency, pairs, a, ctx.seed)
+    m = effects.decide(evals, latency, pairs, a, unigram_entropy(ctx.inputs["data"]), ctx.seed)
     frontier_figure(m["p2"], a["loss_bands"], ctx.out / "frontier.png")
     efficiency_figure(m["p1"], ctx.out / "bound_efficiency.png")
     atomic_write_text(ctx.out / "tables.md", effects.report_tables(

@@ -6,7 +6,8 @@ others time the first seed). The cells `sweep_in` names (those the claims read) 
 of the sweep; the others, the TTFT/TPOT table's, each family at its largest. Per setting (prefill
 or one decode step after a cache of L, batch B), dense is re-timed beside every variant in
 interleaved pairs with a cache-flushing buffer between calls (repro.core.timing), and beside an
-identical copy of itself (the A/A control). Each variant's call also runs once under the GEMM recorder: the removed
+identical copy of itself (the A/A control, whose ratios the analysis judges every timing effect of the
+cell against). Each variant's call also runs once under the GEMM recorder: the removed
 fraction f (FLOPs at prefill, bytes read at decode) and the bound 1 / (1 - f) come from what ran.
 The per-pair ratios go to pairs.json for the analysis' intervals.
 
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from repro.core import flops
 from repro.core.io import atomic_write_json, read_metrics
 from repro.core.stage import StageContext, main
-from repro.core.timing import AA, control, interleaved
+from repro.core.timing import AA, interleaved
 from repro.models.causal_lm import build_causal_lm, device
 from repro.papers.pruninginfersim import method
 from repro.report.intervals import speedup
@@ -109,9 +110,9 @@ def run(ctx: StageContext) -> dict:
                 executed[name] = executed_rate(model)  # of the GEMM-recorded call, i.e. the timed input
         timed = interleaved(base_call, calls, pairs=lat["pairs"].get(k, lat["pairs"]["default"]), warmup=lat["warmup"],
                             flush_mb=lat["flush_mb"], device=device())
-        controls[k] = control(speedup(timed.pop(AA)))
+        controls[k] = speedup(timed.pop(AA))
         dense[k] = {"seconds": statistics.median(t for v in timed.values() for t in v["baseline_s"])}
-        pairs[k] = {}
+        pairs[k] = {AA: controls[k].pop("ratios")}
         by = "flops" if phase == "prefill" else "bytes"
         for name, t in timed.items():
             fam, s, seed, _ = variants[name]

@@ -4,18 +4,13 @@ import numpy as np
 
 from repro.core.io import atomic_write_text, read_json, read_metrics
 from repro.core.stage import StageContext, main
+from repro.data.corpus import unigram_entropy
 from repro.papers.routing_free_moe import effects
 from repro.papers.routing_free_moe._arms import mu_arms, run_key
 from repro.report.figures import plt, save
 
 
-def smooth(values: list[float], width: int) -> np.ndarray:
-    v = np.asarray(values, dtype=float)
-    width = max(1, min(width, len(v)))
-    return np.convolve(v, np.ones(width) / width, mode="valid")
-
-
-def loss_figure(runs: dict, curves: dict, path) -> None:
+def loss_figure(runs: dict, curves: dict, entropy: float, path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for arm, rs in effects.by_seed(runs).items():
         vc = [curves[run_key(arm, seed)]["val_curve"] for seed in rs]
@@ -23,6 +18,7 @@ def loss_figure(runs: dict, curves: dict, path) -> None:
         mean = np.mean([[v for _, v in c] for c in vc], axis=0)
         ax.plot(steps, mean, "o-" if arm in ("dense", "topk", "rf") else "--", ms=3,
                 label=f"{arm} ({len(rs)} seeds)")
+    ax.axhline(entropy, color="k", ls=":", label="unigram entropy of the validation text")
     ax.set_xlabel("training step")
     ax.set_ylabel("validation loss (nats / byte)")
     ax.set_title("Validation loss during pre-training (mean over seeds)")
@@ -35,11 +31,11 @@ def control_figure(curves: dict, mus: dict, target: float, key: str, path, log: 
     for mu, arm in mus.items():
         for k, c in sorted(curves.items()):
             if k.startswith(arm + "_s"):
-                y = smooth(c[key], 10) if key == "rho" else np.asarray(c[key])
+                y = effects.smooth(c[key]) if key == "rho" else np.asarray(c[key])
                 ax.plot(np.arange(len(y)) + 1, y, lw=1, label=f"mu={mu} ({k})")
     if key == "rho":
         ax.axhline(target, color="k", ls=":", label=f"target rho* = {target}")
-        ax.set_ylabel("density rho(t) (10-step mean)")
+        ax.set_ylabel(f"density rho(t) ({effects.SMOOTH}-step mean)")
     else:
         ax.set_ylabel("lambda(t)")
     if log:
@@ -94,8 +90,8 @@ def run(ctx: StageContext) -> dict:
     sweep = read_metrics(ctx.inputs["threshold"])["runs"]
     rf = ctx.params["arms"]["rf"]
     mus = mu_arms(ctx.params)
-    m = effects.decide(runs, sweep, mus, rf, curves)
-    loss_figure(runs, curves, ctx.out / "val_loss.png")
+    m = effects.decide(runs, sweep, mus, rf, curves, unigram_entropy(ctx.inputs["data"]))
+    loss_figure(runs, curves, m["unigram_entropy"], ctx.out / "val_loss.png")
     control_figure(curves, mus, rf["density_target"], "rho", ctx.out / "density.png")
     control_figure(curves, mus, rf["density_target"], "lambda", ctx.out / "lambda.png", log=True)
     spread_figure(m["r3"]["mu"], loads, mus, ctx.out / "spread.png")

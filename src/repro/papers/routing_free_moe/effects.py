@@ -3,8 +3,11 @@ and the report tables.
 
 Every arm trains on the same seeds with the same data order, and every model is evaluated on the same
 validation windows, so comparisons are paired by seed, and by window where per-window losses exist
-(R1, R4's rises: hierarchical, seeds then windows). Pure functions over metrics dicts, so the
-decisions are unit-tested on constructed numbers.
+(R1: the crossed seeds x shared windows interval). R2-R4 rest on seeds alone: Student-t over seeds
+(R4's rises paired by seed; its monotone and smooth checks, statistics of the seed-mean curve, by the
+jackknife over seeds). Each claim's regime (when its checks mean something) is measured here too, and
+the seed-only A/A control: the top-k arm on disjoint seeds through R1's own effect code. Pure
+functions over metrics dicts, so the decisions are unit-tested on constructed numbers.
 """
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from repro.papers.routing_free_moe._arms import MAIN_ARMS, run_key
+from repro.papers.routing_free_moe._arms import AA_ARM, MAIN_ARMS, run_key
 from repro.report import intervals
-from repro.report.verdicts import fmt_number
+from repro.report.verdicts import fmt_number, seed_control
+
+SMOOTH = 10  # steps in the density's running mean (figures; R2's regime reads its peak)
 
 
 def by_seed(runs: dict) -> dict[str, dict[int, dict]]:
@@ -39,6 +44,33 @@ def paired_windows(a: dict[int, dict], b: dict[int, dict]) -> dict:
     """a - b in validation loss: per seed, per window (the arms see the same windows), hierarchical."""
     return intervals.hierarchical([np.subtract(a[s]["window_loss"], b[s]["window_loss"])
                                    for s in shared_seeds(a, b)])
+
+
+def below_unigram(a: dict[int, dict], entropy: float) -> dict:
+    """Validation loss minus the unigram entropy of the validation text, per seed and window: below 0
+    when the arm has learned more than the byte frequencies."""
+    return intervals.hierarchical([np.asarray(a[s]["window_loss"]) - entropy for s in sorted(a)])
+
+
+def seed_aa(base: dict[int, dict], again: dict[int, dict]) -> dict:
+    """The seed-only A/A: the arm on disjoint seeds minus itself, through R1's effect code (seed i of
+    one set paired with seed i of the other)."""
+    if len(base) != len(again):
+        raise ValueError(f"the A/A control needs as many seeds as the arm: {sorted(again)} vs {sorted(base)}")
+    relabel = lambda runs: dict(enumerate(runs[s] for s in sorted(runs)))  # noqa: E731
+    return paired_windows(relabel(again), relabel(base))
+
+
+def smooth(values: list[float], width: int = SMOOTH) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    width = max(1, min(width, len(v)))
+    return np.convolve(v, np.ones(width) / width, mode="valid")
+
+
+def peak_departure(curves: dict[str, dict], a: dict[int, dict], target: float) -> dict:
+    """Largest running-mean training density minus the target, over seeds: what the balancing had to
+    bring back (a run that never leaves the target cannot show that the balancing drives it there)."""
+    return intervals.mean_ci([smooth(curves[run_key(a[s]["arm"], s)]["rho"]).max() - target for s in sorted(a)])
 
 
 def paired_seeds(a: dict[int, dict], b: dict[int, dict], key: str, what: str) -> dict:
@@ -73,7 +105,7 @@ def compute_ratio(a: dict[int, dict], b: dict[int, dict]) -> dict:
 # ---------------------------------------------------------------- R4: the inference threshold sweep
 def sweep_matrix(sweep_runs: dict) -> dict:
     """Per seed (rows) and density factor (columns, from the lowest theta, i.e. the largest factor, to
-    the highest): theta, loss, density, per-window losses. Factor 1 is the trained theta."""
+    the highest): theta, loss, density. Factor 1 is the trained theta."""
     keys = sorted(sweep_runs)
     factors = sorted({float(f) for r in sweep_runs.values() for f in r["sweep"]}, reverse=True)
     if 1.0 not in factors:
@@ -81,8 +113,7 @@ def sweep_matrix(sweep_runs: dict) -> dict:
     cell = lambda k, f, x: sweep_runs[k]["sweep"][str(f)][x]  # noqa: E731
     grid = lambda x: np.array([[cell(k, f, x) for f in factors] for k in keys])  # noqa: E731
     return {"runs": keys, "factors": factors, "i0": factors.index(1.0), "theta": grid("theta"),
-            "loss": grid("val_loss"), "density": grid("density"),
-            "windows": [[np.asarray(cell(k, f, "window_loss")) for f in factors] for k in keys]}
+            "loss": grid("val_loss"), "density": grid("density")}
 
 
 def steps_away(curve: np.ndarray, i0: int) -> np.ndarray:
@@ -103,27 +134,28 @@ def max_step_rel(curve: np.ndarray, i0: int) -> np.ndarray:
 
 
 def of_mean_curve(loss: np.ndarray, statistic: Callable[[np.ndarray, int], np.ndarray], i0: int) -> dict:
-    """`statistic` of the seed-mean curve, its interval resampling whole seeds (each draw takes a
-    seed's curve with all its thetas, so the pairing across thetas stays). The bootstrap runs over
-    seed indices: the statistic looks their curves up."""
-    def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
-        return statistic(loss[np.asarray(idx, dtype=int)].mean(axis=-2), i0)
-
-    return intervals.bootstrap(np.arange(len(loss)), "seeds", stat)
+    """`statistic` of the seed-mean curve (seeds x thetas), with the jackknife-t interval over seeds:
+    each leave-one-out curve drops a whole seed, so the pairing across thetas stays."""
+    return intervals.jackknife(len(loss), lambda idx: statistic(loss[idx].mean(0), i0))
 
 
 def rise_to(m: dict, j: int, side: str) -> tuple[dict, dict]:
-    """Loss at theta index j minus at the trained theta (per window, paired by seed), and the same
-    minus the seed spread of the trained loss (its std over seeds)."""
+    """Loss at theta index j minus at the trained theta, paired by seed (Student-t over seeds), and
+    the same minus the seed spread of the trained loss (its std over seeds)."""
     i0 = m["i0"]
     if j == i0:
         reason = f"no theta {side} the trained one in the sweep"
         return intervals.unmeasured(reason), intervals.unmeasured(reason)
-    rise = intervals.hierarchical([w[j] - w[i0] for w in m["windows"]])
+    rise = intervals.paired_diff(m["loss"][:, j], m["loss"][:, i0])
     at_trained = m["loss"][:, i0]
     spread = statistics.stdev(at_trained) if len(at_trained) > 1 else 0.0
-    return rise, intervals.shift(rise, spread, ci_items=[x - spread for x in rise["ci_items"]],
-                                 seed_spread=spread, density_factor=m["factors"][j])
+    return rise, intervals.shift(rise, spread, seed_spread=spread, density_factor=m["factors"][j])
+
+
+def density_ratio(m: dict, j: int) -> dict:
+    """Validation density at theta index j over that at the trained theta, per seed: whether the
+    swept end moved the density the sweep meant to move (R4's regime)."""
+    return intervals.mean_ci(m["density"][:, j] / m["density"][:, m["i0"]], density_factor=m["factors"][j])
 
 
 def threshold_sweep(sweep_runs: dict, trained: float) -> dict:
@@ -142,7 +174,8 @@ def threshold_sweep(sweep_runs: dict, trained: float) -> dict:
             "rise_below": rise_below, "rise_above": rise_above,
             "rise_below_beyond_spread": beyond_below, "rise_above_beyond_spread": beyond_above,
             "min_step_away": of_mean_curve(m["loss"], min_step_away, i0),
-            "max_step_rel": of_mean_curve(m["loss"], max_step_rel, i0)}
+            "max_step_rel": of_mean_curve(m["loss"], max_step_rel, i0),
+            "density_ratio_low_theta": density_ratio(m, 0), "density_ratio_high_theta": density_ratio(m, n_thetas - 1)}
 
 
 # ---------------------------------------------------------------- R3: the mu sweep
@@ -158,33 +191,48 @@ def mu_table(arms: dict[str, dict[int, dict]], mu_arms: dict[float, str]) -> dic
     return out
 
 
-def decide(runs: dict, sweep_runs: dict, mu_arms: dict[float, str], rf: dict, curves: dict) -> dict:
-    """Claim effects: r1 (loss vs top-k), r2 (density at target), r3 (mu trade-off), r4 (theta sweep).
-    `curves`: run key -> training history (val_curve; rho per step for routing-free runs)."""
+def abs_gap(a: dict[int, dict], target: float) -> dict:
+    """|rho_final - rho*| over seeds (R2's check; at the ends of the mu sweep, R3's regime)."""
+    return intervals.mean_ci([abs(r["rho_final"] - target) for r in a.values()])
+
+
+def decide(runs: dict, sweep_runs: dict, mu_arms: dict[float, str], rf: dict, curves: dict, entropy: float) -> dict:
+    """Claim effects: r1 (loss vs top-k), r2 (density at target), r3 (mu trade-off), r4 (theta sweep),
+    with each claim's regime metrics, and the seed-only A/A control. `curves`: run key -> training
+    history (val_curve; rho per step for routing-free runs); `entropy`: the unigram entropy of the
+    validation text (nats per byte)."""
     arms = by_seed(runs)
     lo, hi = arms[mu_arms[min(mu_arms)]], arms[mu_arms[max(mu_arms)]]
     target = rf["density_target"]
+    rf_runs, topk = arms["rf"], arms["topk"]
+    aa = seed_aa(topk, arms[AA_ARM])
     return {
         "arms": {a: {"val_loss": intervals.spread([r["val_loss"] for r in arms[a].values()]),
                      "bits_per_token": statistics.mean(r["val_loss"] for r in arms[a].values()) / math.log(2),
                      "active_ffn_params_per_layer": next(iter(arms[a].values()))["active_ffn_params_per_layer"],
                      "params_non_embedding": next(iter(arms[a].values()))["params_non_embedding"]}
-                 for a in MAIN_ARMS},
-        "r1": {"rf_minus_topk_loss": paired_windows(arms["rf"], arms["topk"]),
-               "rf_minus_dense_loss": paired_windows(arms["rf"], arms["dense"]),
-               "seeds_rf_beats_topk": sum(arms["rf"][s]["val_loss"] < arms["topk"][s]["val_loss"]
-                                          for s in shared_seeds(arms["rf"], arms["topk"])),
-               "rf_mean_train_density": intervals.mean_ci([r["rho_mean_train"] for r in arms["rf"].values()]),
-               "rf_over_topk_train_compute": compute_ratio(arms["rf"], arms["topk"]),
-               "curve": curve_gap(curves, arms["rf"], arms["topk"])},
-        "r2": {"target": target, "rho_final": intervals.spread([r["rho_final"] for r in arms["rf"].values()]),
-               "abs_gap": intervals.mean_ci([abs(r["rho_final"] - target) for r in arms["rf"].values()]),
-               "rho_eval": statistics.mean(r["density"] for r in arms["rf"].values()),
-               "lambda_final": statistics.mean(r["lambda_final"] for r in arms["rf"].values())},
+                 for a in (*MAIN_ARMS, AA_ARM) if a in arms},
+        "unigram_entropy": entropy,
+        "r1": {"rf_minus_topk_loss": paired_windows(rf_runs, topk),
+               **({"rf_minus_dense_loss": paired_windows(rf_runs, arms["dense"])} if "dense" in arms else {}),
+               "seeds_rf_beats_topk": sum(rf_runs[s]["val_loss"] < topk[s]["val_loss"]
+                                          for s in shared_seeds(rf_runs, topk)),
+               "rf_minus_unigram": below_unigram(rf_runs, entropy),
+               "topk_minus_unigram": below_unigram(topk, entropy),
+               "rf_mean_train_density": intervals.mean_ci([r["rho_mean_train"] for r in rf_runs.values()]),
+               "rf_over_topk_train_compute": compute_ratio(rf_runs, topk),
+               "curve": curve_gap(curves, rf_runs, topk)},
+        "r2": {"target": target, "rho_final": intervals.spread([r["rho_final"] for r in rf_runs.values()]),
+               "abs_gap": abs_gap(rf_runs, target), "peak_departure": peak_departure(curves, rf_runs, target),
+               "rho_eval": statistics.mean(r["density"] for r in rf_runs.values()),
+               "lambda_final": statistics.mean(r["lambda_final"] for r in rf_runs.values())},
         "r3": {"mu": mu_table(arms, mu_arms), "mu_low": min(mu_arms), "mu_high": max(mu_arms),
+               "abs_gap_mu_low": abs_gap(lo, target), "abs_gap_mu_high": abs_gap(hi, target),
                "expert_cv_mu0_minus_mu1": paired_seeds(lo, hi, "expert_load_cv", "expert-load CV"),
                "token_cv_mu1_minus_mu0": paired_seeds(hi, lo, "token_compute_cv", "token-compute CV")},
         "r4": threshold_sweep(sweep_runs, rf["threshold"]),
+        "controls": {"seed_aa": seed_control(aa, f"top-k (R1's baseline) on {len(arms[AA_ARM])} disjoint seeds "
+                                                 "minus top-k, through R1's effect (crossed seeds x windows)")},
     }
 
 
@@ -221,6 +269,11 @@ def method_section(rf: dict, factors: list[float], dedup: dict) -> list[str]:
             "the trained theta (halved and doubled at the ends, as the amendment asks); the first version's "
             "fixed grid 0.1-0.4 moved the density by different amounts in different models.",
             "- R3: the two ends of the mu sweep (0 and 1) on the same seeds as the main arms, paired by seed.",
+            "- Issues 30-31 (spec Amendments, turn 3): 5 seeds per arm and at each end of the mu sweep; R1 on the "
+            "crossed seeds x shared windows interval, R2-R4 on Student-t seed intervals (R4's monotone and smooth "
+            "statistics by the jackknife over seeds); the top-k arm trained again on disjoint seeds as a seed-only "
+            "A/A control for R1; each claim's regime (the arms learned, matched compute, a density departure to "
+            "correct, the sweeps moving the density) decided before its checks.",
             f"- Validation text: held-out stdlib modules that are near-copies of a training module are dropped "
             f"({dedup.get('excluded_count', 0)} excluded; rule: {dedup.get('rule', 'n/a')}, containment "
             f"{dedup.get('dedup_containment', 'n/a')}).", ""]
@@ -236,22 +289,33 @@ def report_tables(m: dict, runs: dict, method: list[str] = ()) -> str:
              "seed sets the initial weights and the order of the training batches, and every arm of a seed "
              "sees the same batches. evaluate and threshold run each trained model on the same fixed "
              "validation windows, so arms are paired by seed and by window.", "",
-             "## Effects (95% intervals: over seeds, resampling windows within seeds where per-window losses "
-             "exist; 'items only' holds the seeds fixed)", "",
-             "| effect | value | interval (seeds x windows) | items only | n |", "|---|---|---|---|---|"]
-    rows = [("R1 rf - top-k val loss", r1["rf_minus_topk_loss"]), ("rf - dense val loss", r1["rf_minus_dense_loss"]),
-            ("rf / top-k FFN weights per token, averaged over training", r1["rf_over_topk_train_compute"]),
+             "## Effects (95% intervals: crossed seeds x shared windows where per-window losses are compared "
+             "(R1), else Student-t over seeds (jackknife-t for statistics of the seed-mean curve); 'items only' "
+             "holds the seeds fixed)", "",
+             "| effect | value | interval | items only | n |", "|---|---|---|---|---|"]
+    rows = [("R1 rf - top-k val loss", r1["rf_minus_topk_loss"]),
+            *([("rf - dense val loss", r1["rf_minus_dense_loss"])] if "rf_minus_dense_loss" in r1 else []),
+            ("regime: rf val loss - unigram entropy", r1["rf_minus_unigram"]),
+            ("regime: top-k val loss - unigram entropy", r1["topk_minus_unigram"]),
+            ("regime: rf / top-k FFN weights per token, averaged over training", r1["rf_over_topk_train_compute"]),
+            ("control: top-k on the A/A seeds - top-k val loss", m["controls"]["seed_aa"]["effect"]),
             ("R2 mean over seeds of abs(rho_final - rho*)", r2["abs_gap"]),
+            (f"regime: peak {SMOOTH}-step mean training density - rho*", r2["peak_departure"]),
             ("R3 expert-load CV mu_low - mu_high", r3["expert_cv_mu0_minus_mu1"]),
             ("R3 token-compute CV mu_high - mu_low", r3["token_cv_mu1_minus_mu0"]),
+            ("regime: abs(rho_final - rho*) at mu_low", r3["abs_gap_mu_low"]),
+            ("regime: abs(rho_final - rho*) at mu_high", r3["abs_gap_mu_high"]),
             ("R4 rise to the lowest theta", r4["rise_below"]), ("R4 rise to the highest theta", r4["rise_above"]),
             ("R4 rise to the lowest theta beyond the seed spread", r4["rise_below_beyond_spread"]),
             ("R4 rise to the highest theta beyond the seed spread", r4["rise_above_beyond_spread"]),
             ("R4 smallest step away from the trained theta (mean curve)", r4["min_step_away"]),
-            ("R4 largest step / trained loss (mean curve)", r4["max_step_rel"])]
+            ("R4 largest step / trained loss (mean curve)", r4["max_step_rel"]),
+            ("regime: density at the lowest theta / at the trained theta", r4["density_ratio_low_theta"]),
+            ("regime: density at the highest theta / at the trained theta", r4["density_ratio_high_theta"])]
     lines += [_effect_row(name, e) for name, e in rows]
-    lines += ["", "R2 and R3 are per-model numbers (density over training's last 10% of steps; CVs over all "
-              "validation tokens): their intervals are over seeds only.", "",
+    lines += ["", f"Unigram entropy of the validation text (the regime's baseline): {m['unigram_entropy']:.4f} "
+              "nats per byte. R2 and R3 are per-model numbers (density over training's last 10% of steps; CVs "
+              "over all validation tokens): their intervals are over seeds only.", "",
               "## Pre-training arms (validation loss in nats per byte, mean ± std over seeds)", "",
               "| arm | active FFN params / token / layer | non-embedding params | val loss | min-max | bits/byte "
               "| seeds |", "|---|---|---|---|---|---|---|"]

@@ -1,5 +1,5 @@
-"""Stage 5: claims T1-T3 from every (arm, seed) evaluation and the measured compute costs; the rho
-and frame-rate sweeps, tables and figures."""
+"""Stage 6: claims T1-T3, their regimes and controls from every (arm, seed) evaluation (the A/A
+seeds' included) and the measured compute costs; the rho and frame-rate sweeps, tables and figures."""
 import numpy as np
 
 from repro.core.io import atomic_write_text, read_json, read_metrics
@@ -47,15 +47,19 @@ def loss_figure(histories: dict, path) -> None:
 
 def run(ctx: StageContext) -> dict:
     p = ctx.params
-    arms, seeds = p["arms"], p["seeds"]
+    arms, seeds, aa_seeds = p["arms"], p["seeds"], p["aa_seeds"]
+    aa_arm = p["analysis"]["roles"]["batch_units"]
     records = {a: {s: read_json(ctx.inputs[f"evaluate_{a}_seed{s}"] / "records.json") for s in seeds} for a in arms}
+    aa_runs = {s: read_json(ctx.inputs[f"evaluate_{aa_arm}_seed{s}"] / "records.json") for s in aa_seeds}
     histories = {a: {s: read_json(ctx.inputs[f"train_{a}_seed{s}"] / "history.json") for s in seeds} for a in arms}
-    unit_tokens = read_metrics(ctx.inputs["data"])["test"]["unit_tokens_mean"]
-    m = effects.decide(records, read_metrics(ctx.inputs["latency"]), p["analysis"], unit_tokens, p["data"]["fps"])
+    # rho from the training split's ground-truth units (issue 32: never from the test split)
+    unit_tokens = read_metrics(ctx.inputs["data"])["train"]["unit_tokens_mean"]
+    m = effects.decide(records, aa_runs, read_metrics(ctx.inputs["latency"]), p["analysis"], unit_tokens,
+                       p["data"]["fps"])
     m["training"] = {a: {s: read_metrics(ctx.inputs[f"train_{a}_seed{s}"])["train_loss_last"] for s in seeds} for a in arms}
     sweep_figure(m, ctx.out / "timing.png")
     loss_figure(histories, ctx.out / "training.png")
-    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, seeds, p["data"]["fps"]))
+    atomic_write_text(ctx.out / "tables.md", effects.report_tables(m, seeds, aa_seeds, p["data"]["fps"]))
     return m
 
 

@@ -1,7 +1,7 @@
-"""Stage 3: streaming evaluation of one trained arm and seed on the test videos: greedy decoding in
+"""Stage 4: streaming evaluation of one trained arm and seed on the test videos: greedy decoding in
 the arm's own paradigm (TaYS on the real dual KV cache), one video at a time. Per video it records
-what the simulated clock needs (tokens per unit, which are <skip>), the chosen option and the
-reasoning-event deviation; records.json keeps them for the analysis. Deterministic: no timing here
+what the simulated clock needs (tokens per unit, which are <skip>), the ground truth's tokens per
+unit, the chosen option and the reasoning-event deviation; records.json keeps them for the analysis. Deterministic: no timing here
 (the latency stage measures the compute costs)."""
 import numpy as np
 import torch
@@ -12,13 +12,13 @@ from repro.core.stage import StageContext, main
 from repro.data.events import LETTERS
 from repro.models.mllm import TinyMLLM
 from repro.papers.tays._split import load_split
-from repro.papers.tays.method import Codec, deviation, generate, unit_texts
+from repro.papers.tays.method import codec_for, deviation, generate, unit_texts
 
 
 def run(ctx: StageContext) -> dict:
     p, arm, seed = ctx.params, ctx.wildcards["arm"], int(ctx.wildcards["seed"])
     e = p["evaluate"]
-    codec = Codec(p["model"].get("tokenizer"))
+    codec = codec_for(p)
     model = TinyMLLM.load(ctx.inputs["model"] / "model", "cuda" if torch.cuda.is_available() else "cpu")
     rows = load_split(ctx.inputs["data"], "test")[: e["videos"]]
     records = []
@@ -29,6 +29,8 @@ def run(ctx: StageContext) -> dict:
         skip = codec.marker["<skip>"]
         records.append({"groups": len(row["units"]), "kind": str(row["kind"]),
                         "unit_tokens": [len(u) for u in out["units"]],
+                        # the ground truth's, terminator included: the T2 regime compares lengths
+                        "truth_tokens": [len(codec.encode(u)) + 1 for u in row["units"]],
                         "content": [[t != skip and t not in codec.terminators for t in u] for u in out["units"]],
                         "correct": LETTERS[out["letter"]] == row["answer"], "deviation": dev, "described": described,
                         "units": texts})

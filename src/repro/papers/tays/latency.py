@@ -1,4 +1,4 @@
-"""Stage 4: the compute costs the simulated stream clock runs on, measured on the device (the CPU
+"""Stage 5: the compute costs the simulated stream clock runs on, measured on the device (the CPU
 here): one reasoning token decoded through the dual KV cache, and one frame group encoded and
 prefilled into it at each frame rate of the sweep. Weights do not change these costs, so the model
 is built at random init from the model params, at the size the arms train. Every cost is timed in
@@ -14,7 +14,7 @@ import torch
 
 from repro.core.stage import StageContext, main
 from repro.core.timing import AA, interleaved
-from repro.papers.tays.method import Codec, build_model
+from repro.papers.tays.method import build_model, codec_for
 from repro.streaming.cache import LayerDualCache
 
 
@@ -38,7 +38,7 @@ def run(ctx: StageContext) -> dict:
     p, lat = ctx.params, ctx.params["latency"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(ctx.seed)
-    model = build_model(p["model"], Codec(p["model"].get("tokenizer"))).eval().to(device)
+    model = build_model(p["model"], codec_for(p)).eval().to(device)
     gen = torch.Generator().manual_seed(ctx.seed)
     cache = primed_cache(model, lat, p["data"]["fps"], gen, device)
     with torch.no_grad():

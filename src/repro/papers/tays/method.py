@@ -8,17 +8,20 @@ the earlier units and its own prefix; the preamble sees V_0 only; shift: the row
 U_{i+1}'s first token (U_i's terminator) already sees V_{i+1}. Prompt and video keep their positions,
 reasoning positions restart at 0 from the preamble. `<skip>` (nothing happened) has loss weight 0.5.
 
-The other paradigms, same model and steps: `interleaved` (frames and units physically interleaved,
-continuous positions, plain causal mask, strictly serial), `batch_units` (the whole video, then the
-same per-second units: the controlled comparison) and `batch_holistic` (the whole video, then one
-evidence text `<think> ... </think> <answer> x`, plain CE: the public batch baseline).
+The other paradigms, same model and steps, are trained with the plain causal mask their KV-cache
+decoding computes (`allowed`): `interleaved` (frames and units physically interleaved, continuous
+positions, strictly serial; a frame sees the units before it), `batch_units` (the whole video, then
+the same per-second units: the controlled comparison) and `batch_holistic` (the whole video, then
+one evidence text `<think> ... </think> <answer> x`, plain CE: the public batch baseline). The
+answer x is the right option's letter or its text (`Codec.answer`).
 
 Evaluation decodes greedily, one video at a time. TaYS runs on the real dual KV cache
 (`repro.streaming.cache.LayerDualCache`): frame groups go into the source cache as they arrive
 (inputs_embeds), unit i reads the source through V_i merged with the reasoning cache; this equals
 re-prefilling per frame group (the public evaluation) and one masked forward, because video rows
 never see reasoning. A unit ends at a terminator (</think> or <answer>; the canonical one for its
-place is fed) or after `max_unit` tokens; the answer is the best-scoring option letter after <answer>.
+place is fed) or after `max_unit` tokens; the answer is the best-scoring option letter after <answer>,
+or the option whose text (with </answer>) is most likely there.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from repro.streaming.cache import LayerDualCache
 from repro.streaming.masks import additive, group_visibility_allowed
 
 PARADIGMS = ("tays", "interleaved", "batch_units", "batch_holistic")
+ANSWERS = ("letter", "text")
 THINK, END_THINK, ANSWER, END_ANSWER = "<think>", "</think>", "<answer>", "</answer>"
 
 
@@ -44,9 +48,13 @@ THINK, END_THINK, ANSWER, END_ANSWER = "<think>", "</think>", "<answer>", "</ans
 
 class Codec:
     """Text <-> ids: the word-level scene vocabulary (fresh models) or a hub tokenizer (`tokenizer`:
-    name or folder; the markers <think> </think> <answer> </answer> <skip> must be single tokens)."""
+    name or folder; the markers <think> </think> <answer> </answer> <skip> must be single tokens).
+    `answer`: what follows <answer>, the right option's letter or its text (`answer_ids`)."""
 
-    def __init__(self, tokenizer: str | None = None):
+    def __init__(self, tokenizer: str | None = None, answer: str = "letter"):
+        if answer not in ANSWERS:
+            raise ValueError(f"unknown answer format {answer!r} (expected one of {ANSWERS})")
+        self.answer = answer
         if tokenizer:
             from transformers import AutoTokenizer
 
@@ -72,6 +80,12 @@ class Codec:
         options = " ".join(f"{x} {o}" for x, o in zip(LETTERS, item["options"]))
         text = f"system : describe each second then answer question : {item['question']} {options}"
         return ([self.bos] if self.bos is not None else []) + self.encode(text)
+
+    def answer_ids(self, item: dict, option: int | None = None) -> list[int]:
+        """What follows <answer> for `option` (default: the right one), up to </answer>."""
+        option = LETTERS.index(item["answer"]) if option is None else option
+        body = [self.letters[option]] if self.answer == "letter" else self.encode(item["options"][option])
+        return body + [self.marker[END_ANSWER]]
 
 
 # ---------------------------------------------------------------- training sequences
@@ -114,7 +128,7 @@ def layout(item: dict, paradigm: str, codec: Codec, tokens_per_group: int, skip_
         text([codec.marker[end]], end_sees, [1.0])
 
     last = g_count - 1
-    answer = [codec.marker[item["answer"]], codec.marker[END_ANSWER]] + ([codec.eos] if codec.eos is not None else [])
+    answer = codec.answer_ids(item) + ([codec.eos] if codec.eos is not None else [])
     text(codec.prompt(item))
     if paradigm == "interleaved":
         video(0)
@@ -141,6 +155,22 @@ def layout(item: dict, paradigm: str, codec: Codec, tokens_per_group: int, skip_
             text(body, last, [1.0] * len(body))
     text(answer, last, [1.0] * len(answer))
     return {k: np.asarray(v, np.float32 if k == "weight" else np.int64) for k, v in rows.items()}
+
+
+def caption_layout(caption: str, codec: Codec, tokens_per_group: int) -> dict:
+    """A perception pre-training row (LLaVA's alignment stage): [<bos>] [one frame group] [caption
+    <eos>], the loss on the caption, as the arrays of `layout` (trained under the plain causal mask)."""
+    head = [codec.bos] if codec.bos is not None else []
+    text = codec.encode(caption) + ([codec.eos] if codec.eos is not None else [])
+    n = len(head) + tokens_per_group + len(text)
+    ids = np.asarray(head + [0] * tokens_per_group + text, np.int64)
+    slot = np.full(n, -1, np.int64)
+    slot[len(head): len(head) + tokens_per_group] = np.arange(tokens_per_group)
+    group = np.where(slot >= 0, 0, -1).astype(np.int64)
+    label = np.full(n, -100, np.int64)
+    label[n - len(text) - 1: n - 1] = text  # the loss of predicting token t sits on row t - 1
+    return {"ids": ids, "slot": slot, "pos": np.arange(n, dtype=np.int64), "group": group,
+            "sees": np.full(n, -1, np.int64), "label": label, "weight": (label != -100).astype(np.float32)}
 
 
 def collate(layouts: list[dict], frames: list[np.ndarray]) -> dict:
@@ -171,20 +201,34 @@ def embed_rows(model: TinyMLLM, ids: torch.Tensor, slot: torch.Tensor, frames: t
     return torch.where((slot >= 0)[..., None], picked, model.embed(ids))
 
 
-class Objective(nn.Module):
-    """The weighted next-token loss of a padded batch (`collate`), for the shared training loop:
-    sum of weight x CE over the targets, divided by the number of targets."""
+def allowed(paradigm: str, group: torch.Tensor, sees: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Who sees what in training, bool [B, L, L]: TaYS's visibility rule for TaYS; every other paradigm
+    is trained with the plain causal mask over its physical order, which is what its KV-cache decoding
+    computes (interleaved frames see the units written before them)."""
+    if paradigm != "tays":  # no frame groups, no reasoning roles: causal order and padding only
+        group, sees = torch.full_like(group, -1), torch.full_like(sees, -1)
+    return group_visibility_allowed(group, sees, valid)
 
-    def __init__(self, model: TinyMLLM):
+
+class Objective(nn.Module):
+    """The weighted next-token loss of a padded batch (`collate`) of one paradigm, for the shared
+    training loop: sum of weight x CE over the targets, divided by the number of targets."""
+
+    def __init__(self, model: TinyMLLM, paradigm: str):
         super().__init__()
-        self.model = model
+        self.model, self.paradigm = model, paradigm
 
     def forward(self, ids, slot, pos, group, sees, label, weight, valid, frames):
         h = embed_rows(self.model, ids, slot, frames)
-        mask = additive(group_visibility_allowed(group, sees, valid), h.dtype)
+        mask = additive(allowed(self.paradigm, group, sees, valid), h.dtype)
         logits, _ = self.model(inputs_embeds=h, positions=pos, mask=mask)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), label.flatten(), ignore_index=-100, reduction="none")
         return SimpleNamespace(loss=(ce * weight.flatten()).sum() / (label != -100).sum())
+
+
+def codec_for(params: dict) -> Codec:
+    """The codec a profile section names: its model's tokenizer, its data's answer format."""
+    return Codec(params["model"].get("tokenizer"), params["data"].get("answer", "letter"))
 
 
 def build_model(spec: dict, codec: Codec) -> TinyMLLM:
@@ -229,6 +273,12 @@ def generate(model: TinyMLLM, codec: Codec, item: dict, paradigm: str, frames_pe
             state["r"] += 1
             return cache.feed_target(model, emb([tok]), at(state["r"] - 1, 1), visible)
 
+        def peek(ids):  # logits of ids fed after the answer point, the cache left as it was
+            saved = cache.target
+            logits = cache.feed_target(model, emb(ids), at(state["r"], len(ids)), seen[-1])
+            cache.target = saved
+            return logits
+
         source(emb(codec.prompt(item)))
         source(vis(0))
         seen.append(state["src"])
@@ -250,6 +300,7 @@ def generate(model: TinyMLLM, codec: Codec, item: dict, paradigm: str, frames_pe
             return logits
 
         step = lambda t: run(emb([t]))  # noqa: E731
+        peek = lambda ids: model(inputs_embeds=emb(ids), positions=at(state["pos"], len(ids)), past=state["past"])[0]  # noqa: E731
         head = [emb(codec.prompt(item)), *(vis(k) for k in range(1 if paradigm == "interleaved" else g_count))]
         logits = run(torch.cat([*head, emb([m[THINK]])], 1))
         if paradigm == "batch_holistic":
@@ -261,8 +312,41 @@ def generate(model: TinyMLLM, codec: Codec, item: dict, paradigm: str, frames_pe
                 end = emb([m[END_THINK] if k < g_count - 1 else m[ANSWER]])
                 nxt = [vis(k + 1)] if paradigm == "interleaved" and k < g_count - 1 else []
                 logits = run(torch.cat([end, *nxt], 1))
-    letter = int(logits[0, -1, codec.letters].argmax())
-    return {"units": units, "letter": letter}
+    return {"units": units, "letter": choose(logits, peek, codec, item)}
+
+
+def choose(logits: torch.Tensor, peek, codec: Codec, item: dict) -> int:
+    """The option (index) the model answers after <answer> (`logits` there): the best-scoring letter,
+    or the option whose text, up to </answer>, has the highest log-probability (`peek(ids)`: the
+    logits of ids fed from the answer point)."""
+    if codec.answer == "letter":
+        return int(logits[0, -1, codec.letters].argmax())
+    scores = []
+    for j in range(len(item["options"])):
+        ids = codec.answer_ids(item, j)
+        logp = torch.cat([logits[0, -1:], peek(ids[:-1])[0]]).log_softmax(-1)  # ids end with </answer>
+        scores.append(float(logp[torch.arange(len(ids)), torch.tensor(ids)].sum()))
+    return int(np.argmax(scores))
+
+
+@torch.no_grad()
+def caption(model: TinyMLLM, codec: Codec, frames: np.ndarray, max_tokens: int) -> str:
+    """Greedy caption of a one-second clip after [<bos>] [its frame group] (the pre-training view)."""
+    dev = next(model.parameters()).device
+    vis = model.visual_tokens(scenes.images_to_tensor(np.asarray(frames)).to(dev)).reshape(1, -1, model.decoder.config["hidden_size"])
+    head = [model.embed(torch.tensor([[codec.bos]], device=dev))] if codec.bos is not None else []
+    e = torch.cat([*head, vis], 1)
+    logits, past = model(inputs_embeds=e, positions=torch.arange(e.shape[1], device=dev)[None])
+    pos, out = e.shape[1], []
+    for _ in range(max_tokens):
+        tok = int(logits[0, -1].argmax())
+        if tok == codec.eos:
+            break
+        out.append(tok)
+        logits, past = model(inputs_embeds=model.embed(torch.tensor([[tok]], device=dev)),
+                             positions=torch.tensor([[pos]], device=dev), past=past)
+        pos += 1
+    return codec.decode(out)
 
 
 def unit_texts(codec: Codec, units: list[list[int]]) -> list[str]:
@@ -296,11 +380,11 @@ def deviation(texts: list[str], paradigm: str, truth: list[str]) -> tuple[float,
 
 
 @torch.no_grad()
-def masked_logits(model: TinyMLLM, row: dict, frames: np.ndarray) -> torch.Tensor:
-    """Logits [L, V] of one row in one forward under its mask (the training view)."""
+def masked_logits(model: TinyMLLM, row: dict, frames: np.ndarray, paradigm: str = "tays") -> torch.Tensor:
+    """Logits [L, V] of one row of `paradigm` in one forward under its training mask."""
     batch = collate([row], [frames])
     h = embed_rows(model, batch["ids"], batch["slot"], batch["frames"])
-    mask = additive(group_visibility_allowed(batch["group"], batch["sees"], batch["valid"]), h.dtype)
+    mask = additive(allowed(paradigm, batch["group"], batch["sees"], batch["valid"]), h.dtype)
     return model(inputs_embeds=h, positions=batch["pos"], mask=mask)[0][0]
 
 

@@ -1,5 +1,5 @@
-"""Stage 6: claims U1-U3 decided from every (variant, seed) tracking result and the latency pairs;
-tables, figures."""
+"""Stage 6: claims U1-U3 decided from every (variant, seed) tracking result and the latency pairs,
+with the regimes and the seed-only A/A control (the baseline on the A/A seeds); tables, figures."""
 import numpy as np
 
 from repro.core.io import atomic_write_text, read_json, read_metrics
@@ -64,11 +64,12 @@ def finetune_figure(histories: dict, path) -> None:
 
 
 def run(ctx: StageContext) -> dict:
-    names, seeds = list(ctx.params["variants"]), ctx.params["seeds"]
+    names, seeds, roles = list(ctx.params["variants"]), ctx.params["seeds"], ctx.params["analysis"]["roles"]
     evals = {n: {s: read_metrics(ctx.inputs[f"evaluate_{n}_seed{s}"]) for s in seeds} for n in names}
     histories = {n: {s: read_json(ctx.inputs[f"finetune_{n}_seed{s}"] / "history.json") for s in seeds}
                  for n in names}
-    m = effects.decide(evals, read_metrics(ctx.inputs["latency"]), ctx.params["analysis"]["roles"], histories)
+    aa = {s: read_metrics(ctx.inputs[f"evaluate_{roles['baseline']}_seed{s}"]) for s in ctx.params["aa_seeds"]}
+    m = effects.decide(evals, read_metrics(ctx.inputs["latency"]), roles, histories, aa)
     success_figure(evals, ctx.out / "success.png")
     tradeoff_figure(m["variants"], ctx.out / "tradeoff.png")
     finetune_figure(histories, ctx.out / "finetune.png")

@@ -1,12 +1,14 @@
 """The effects that decide U1-U3, from the evaluate jobs (one per variant and seed) and the latency
-pairs, and the report tables.
+pairs, the regimes and controls, and the report tables.
 
 Pure functions over metrics dicts, so the decisions are unit-tested on constructed numbers. Every
 variant is fine-tuned and evaluated once per seed on the same test sequences, so two arms are
-compared per (seed, sequence) item: AUC differences are paired and hierarchical (seeds resampled,
-then sequences within each seed; repro.report.intervals.hierarchical). Tokens pruned is fixed by
-the configuration: it is measured in the forward and labelled "by design". Speedups come from the
-interleaved timing pairs, with the A/A control of their batch size.
+compared per (seed, sequence) item: AUC differences are paired, with the crossed seeds x sequences
+interval (the sequences are shared by every seed; repro.report.intervals.hierarchical). Tokens
+pruned and backbone MACs are fixed by the configuration: measured in the forward and labelled "by
+design". The seed-only A/A control fine-tunes the un-pruned baseline again on disjoint seeds
+(`aa_seeds`) and compares it with the baseline through the claims' own effect code. Speedups come
+from the interleaved timing pairs, judged against the A/A control of their batch size (`against_aa`).
 """
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ import statistics
 
 import numpy as np
 
-from repro.core import timing
+from repro.core.timing import AA
+from repro.papers.utptrack.method import BUDGET_TOLERANCE
 from repro.report import intervals
-from repro.report.verdicts import fmt_ci, fmt_number, seeds_items_table
+from repro.report.verdicts import fmt_ci, fmt_number, seed_control, seeds_items_table, timing_control
 
 SCORES = ("auc", "precision", "norm_precision")
 MODES = ("finetuned", "training_free")
@@ -73,12 +76,13 @@ def variant_rows(evals: dict, baseline: str) -> dict:
 
 def latency_effects(pairs: dict) -> dict:
     """Per batch size: the A/A control and every variant's speedup over the un-pruned tracker
-    (median ratio over interleaved pairs), marked when that batch size's control was unstable."""
+    (median ratio over interleaved pairs), its interval widened by the factor the A/A leaves 1 by."""
     out = {}
     for batch, by_name in pairs.items():
-        ctrl = timing.control(intervals.speedup(by_name[timing.AA]))
-        out[batch] = {"control": ctrl, "variants": {n: timing.mark_unstable(intervals.speedup(p), ctrl)
-                                                    for n, p in by_name.items() if n != timing.AA}}
+        aa = intervals.speedup(by_name[AA])
+        out[batch] = {"control": timing_control(aa, f"un-pruned tracker against an identical copy, batch {batch[1:]}"),
+                      "variants": {n: intervals.against_aa(intervals.speedup(p), aa)
+                                   for n, p in by_name.items() if n != AA}}
     return out
 
 
@@ -111,29 +115,80 @@ def validation(histories: dict) -> dict:
     return out
 
 
-def decide(evals: dict, latency: dict, roles: dict, histories: dict | None = None) -> dict:
+def template_pruned(evals: dict, variant: str) -> dict:
+    """Share of template tokens gone after the last block (by design), from the measured trace."""
+    m = evals[variant][min(evals[variant])]["finetuned"]
+    left = m["token_trace"][-1]["static"] + m["token_trace"][-1]["dynamic"]
+    return intervals.by_design(1 - left / (2 * m["tokens_in"]["template"]),
+                               "keep ratios and pruning blocks fix the template token counts; measured in the forward")
+
+
+def relabel(by_seed: dict) -> dict:
+    """{seed: items} -> {position: items}, so a main seed set and an A/A seed set pair up in order."""
+    return {i: by_seed[s] for i, s in enumerate(sorted(by_seed))}
+
+
+def aa_controls(evals: dict, aa_evals: dict, baseline: str) -> dict:
+    """The baseline fine-tuned on the A/A seeds against the baseline on the main seeds, seed i with
+    A/A seed i, through the claims' effect code (a difference for U2/U3, a ratio for U1)."""
+    main_, aa = per_sequence(evals, baseline), {s: np.asarray(m["finetuned"]["per_sequence_auc"], float)
+                                                for s, m in sorted(aa_evals.items())}
+    k = min(len(main_), len(aa))
+    main_, aa = relabel(dict(list(main_.items())[:k])), relabel(dict(list(aa.items())[:k]))
+    what = f"un-pruned baseline, main seeds {sorted(evals[baseline])[:k]} vs A/A seeds {sorted(aa_evals)[:k]}"
+    return {"seed_aa": seed_control(difference(main_, aa), f"{what}: AUC difference (U2/U3's effect code)"),
+            "seed_aa_ratio": seed_control(ratio(main_, aa), f"{what}: AUC ratio (U1's effect code)", null=1.0)}
+
+
+def regime(evals: dict, roles: dict) -> dict:
+    """Preconditions: the un-pruned baseline tracks well above a tracker that never moves (AUC, paired
+    by seed and sequence), and the mechanisms act: tokens are pruned in the forward (by design), the
+    isolated arms' measured backbone MACs match the unified arm's, templates are pruned in both U3 arms."""
+    base = per_sequence(evals, roles["baseline"])
+    trivial = {s: np.asarray(evals[roles["baseline"]][s]["trivial"]["per_sequence_auc"], float) for s in base}
+    b = budget(evals, roles)
+    why = "keep ratios fix the backbone MACs; measured in the forward"
+    return {"baseline_minus_trivial": difference(base, trivial),
+            "trivial_auc": float(np.mean(next(iter(trivial.values())))),
+            "tokens_pruned": {role: tokens_by_design(evals, roles[role], "block_mean")
+                              for role in ("unified", "unaware", "search_only", "template_only")},
+            "macs_relative": {role: intervals.by_design(b[role]["macs_relative"], why)
+                              for role in ("search_only", "template_only")},
+            "template_pruned": {role: template_pruned(evals, roles[role]) for role in ("unified", "unaware")},
+            "budget_tolerance": BUDGET_TOLERANCE}
+
+
+def decide(evals: dict, latency: dict, roles: dict, histories: dict | None = None, aa_evals: dict | None = None) -> dict:
     """evals: variant -> seed -> evaluate metrics. u1: UTPTrack's tokens pruned (by design) and AUC
     relative to the fine-tuned baseline; u2: unified minus search-only and minus template-only AUC,
     each isolated arm at the unified arm's backbone MACs; u3: token-type-aware minus unaware AUC.
     All fine-tuned, paired over seeds x sequences. `histories` (variant -> seed -> fine-tuning
-    history) adds the validation curves."""
+    history) adds the validation curves; `aa_evals` (seed -> evaluate metrics of the baseline on the
+    A/A seeds) the seed-only A/A controls."""
     uni, base = roles["unified"], roles["baseline"]
     seeds = sorted(evals[base])
     arm = lambda role: per_sequence(evals, roles[role])  # noqa: E731
     first = lambda name: evals[name][seeds[0]]["finetuned"]  # noqa: E731
+    lat = latency_effects(latency["pairs"])
+    controls = {f"latency_aa_{batch}": cell["control"] for batch, cell in lat.items()}
+    if aa_evals:
+        controls.update(aa_controls(evals, aa_evals, base))
+    free = ({"relative_auc_training_free": ratio(per_sequence(evals, uni, "training_free"), arm("baseline"))}
+            if "training_free" in first(uni) else {})
     return {
-        "seeds": seeds,
+        "seeds": seeds, "aa_seeds": sorted(aa_evals or {}),
         "variants": variant_rows(evals, base),
         "u1": {"tokens_pruned_block_mean": tokens_by_design(evals, uni, "block_mean"),
                "tokens_pruned_final": tokens_by_design(evals, uni, "final"),
-               "relative_auc": ratio(arm("unified"), arm("baseline")),
-               "relative_auc_training_free": ratio(per_sequence(evals, uni, "training_free"), arm("baseline")),
+               "relative_auc": ratio(arm("unified"), arm("baseline")), **free,
                "tokens_per_block": first(uni)["token_trace"]},
         "u2": {"unified_minus_search_only": difference(arm("unified"), arm("search_only")),
                "unified_minus_template_only": difference(arm("unified"), arm("template_only")),
                "budget": budget(evals, roles)},
         "u3": {"aware_minus_unaware": difference(arm("unified"), arm("unaware"))},
-        "latency": latency_effects(latency["pairs"]),
+        "regime": regime(evals, roles),
+        "controls": controls,
+        "latency": lat,
         "validation": validation(histories) if histories else {},
     }
 
@@ -158,25 +213,50 @@ DESIGN = [
     "- Scores follow the pytracking / got10k toolkits: frame 0 counts (with the given box), normalised precision "
     "is the fraction of frames whose centre error is within 0.2 of the target's size (before: frame 0 left out, "
     "area under the normalised-precision curve).",
-    "- Every arm is fine-tuned and tracked on 3 seeds; U1-U3 are decided on intervals paired over seeds and "
-    "sequences.", ""]
+    "- Issues 30/31: U1-U3 are decided on crossed seeds x sequences intervals (every arm tracks the same test "
+    "sequences), after a regime (the un-pruned baseline tracks well above a tracker that never moves; the pruning "
+    "acts in the forward; U2's arms at matched measured MACs) and a seed-only A/A control (the baseline fine-tuned "
+    "on disjoint seeds). Training-free pruning is evaluated for the variants `evaluate.training_free` lists (at "
+    "mini UTPTrack only: no claim reads it; the budget went to the A/A seeds).", ""]
 
 
-def seeds_section(seeds: list[int]) -> list[str]:
+def seeds_section(seeds: list[int], aa_seeds: list[int]) -> list[str]:
     return ["## What the seeds vary", "",
-             "- `train` (pre-training the un-pruned tracker): one run with the workflow seed, shared by every "
-             "variant and seed.",
-             f"- `finetune/{{variant}}/seed{{seed}}` and `evaluate/{{variant}}/seed{{seed}}`: seeds {seeds}; the "
-             "seed draws the fine-tuning batches (the same for every variant of one seed). The training-free mode "
-             "of a variant prunes the un-pruned baseline fine-tuned with the same seed.",
-             "- Test sequences are fixed, so arms are paired by (seed, sequence); intervals resample seeds, then "
-             "sequences within each seed (95%, percentile bootstrap). `CI sequences only` holds the seeds fixed.", ""]
+            "- `train` (pre-training the un-pruned tracker): one run with the workflow seed, shared by every "
+            "variant and seed.",
+            f"- `finetune/{{variant}}/seed{{seed}}` and `evaluate/{{variant}}/seed{{seed}}`: seeds {seeds}; the "
+            "seed draws the fine-tuning batches (the same for every variant of one seed). The training-free mode "
+            "of a variant prunes the un-pruned baseline fine-tuned with the same seed.",
+            f"- The seed-only A/A control: the un-pruned baseline fine-tuned on seeds {aa_seeds}, compared with the "
+            "baseline on the main seeds (seed i with A/A seed i) through the claims' effect code.",
+            "- Test sequences are fixed and shared by every seed, so arms are paired by (seed, sequence); intervals "
+            "are crossed seeds x sequences (a seed part with t over seeds plus the shared sequence part). `CI "
+            "sequences only` holds the seeds fixed.", ""]
+
+
+def regime_section(m: dict) -> list[str]:
+    r, c = m["regime"], m["controls"]
+    d = r["baseline_minus_trivial"]
+    lines = ["## Regime and controls", "",
+             f"- The un-pruned baseline's AUC minus a tracker that never moves (frame 0's box on every frame, AUC "
+             f"{r['trivial_auc']:.3f}): {fmt_ci(d)} (seeds x sequences).",
+             "- Tokens pruned, block mean, measured in the forward (by design): "
+             + ", ".join(f"{k} {v['value']:.1%}" for k, v in r["tokens_pruned"].items())
+             + "; template tokens gone after the last block: "
+             + ", ".join(f"{k} {v['value']:.1%}" for k, v in r["template_pruned"].items())
+             + "; isolated arms' backbone MACs / unified (by design): "
+             + ", ".join(f"{k} {v['value']:.3f}" for k, v in r["macs_relative"].items()) + ".", "",
+             "| control | kind | effect [95% CI] | rule | passed |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {x['kind']} | {fmt_ci(x['effect'])} | {x['rule']} | {'yes' if x['passed'] else '**no**'} |"
+              for name, x in c.items()]
+    return lines + [""]
 
 
 def effects_section(m: dict) -> list[str]:
     u1, u2, u3 = m["u1"], m["u2"], m["u3"]
     rows = [("U1 relative AUC (UTPTrack / fine-tuned baseline)", u1["relative_auc"]),
-            ("U1 relative AUC, training-free UTPTrack", u1["relative_auc_training_free"]),
+            *([("U1 relative AUC, training-free UTPTrack", u1["relative_auc_training_free"])]
+              if "relative_auc_training_free" in u1 else []),
             ("U2 unified - search-only AUC", u2["unified_minus_search_only"]),
             ("U2 unified - template-only AUC", u2["unified_minus_template_only"]),
             ("U3 token-type aware - unaware AUC", u3["aware_minus_unaware"])]
@@ -214,9 +294,9 @@ def validation_section(val: dict) -> list[str]:
     return lines + ["", "Step 0 is the un-fine-tuned tracker pruned at the target ratios (training-free). At mini "
                     "the evaluations are 4 x 32 crops, so about ±5% is noise between neighbouring points. A drop "
                     "over the last quarter near that noise, most of it from the 10x learning-rate drop, means the "
-                    "loss has flattened. The step count came from a pilot (params/utptrack.yaml): UTPTrack "
+                    "loss has flattened. The step count came from pilots (params/utptrack.yaml): UTPTrack "
                     "fine-tuned for 400 steps instead of 200 ended with a validation loss 1.4% lower (1.146 vs "
-                    "1.162, seed 0).", ""]
+                    "1.162, seed 0); mini then runs 180 steps (one per public epoch) to fit the budget.", ""]
 
 
 def variants_section(m: dict, keep: dict) -> list[str]:
@@ -246,24 +326,28 @@ def per_seed_section(evals: dict, seeds: list[int]) -> list[str]:
 
 def latency_section(lat: dict) -> list[str]:
     lines = ["## Latency of one tracking step (backbone + head), interleaved with the un-pruned tracker", "",
-             "Speedup = un-pruned time / variant time per pair; median over pairs with its 95% interval. No claim "
-             "check reads latency.", "",
-             "| batch | variant | ms/frame (median) | speedup [95% CI] | pairs | timing |", "|---|---|---|---|---|---|"]
+             "Speedup = un-pruned time / variant time per pair; median over pairs with its 95% interval, widened by "
+             "the factor its batch size's A/A control leaves 1 by (unwidened beside it). No claim check reads "
+             "latency.", "",
+             "| batch | variant | ms/frame (median) | speedup [95% CI] | unwidened | pairs |", "|---|---|---|---|---|---|"]
     for batch, cell in lat.items():
         batch_size = int(batch[1:])
         ctrl = cell["control"]
-        lines.append(f"| {batch_size} | A/A control | {1000 * ctrl['seconds'] / batch_size:.2f} | {fmt_ci(ctrl)} | "
-                     f"{ctrl['n']} | {'stable' if ctrl['stable'] else 'UNSTABLE'} |")
+        aa = ctrl["effect"]
+        lines.append(f"| {batch_size} | A/A control | {1000 * aa['seconds'] / batch_size:.2f} | {fmt_ci(aa)} | - | "
+                     f"{aa['n']} ({'passed' if ctrl['passed'] else 'outside [0.97, 1.03]'}) |")
         for name, e in cell["variants"].items():
-            lines.append(f"| {batch_size} | {name} | {1000 * e['seconds'] / batch_size:.2f} | {fmt_ci(e)} | {e['n']} | "
-                         f"{'unstable: ' + e['unstable'] if e.get('unstable') else 'stable'} |")
+            raw = e.get("ci_unwidened", e["ci"])
+            lines.append(f"| {batch_size} | {name} | {1000 * e['seconds'] / batch_size:.2f} | {fmt_ci(e)} | "
+                         f"[{fmt_number(raw[0], '.3f')}, {fmt_number(raw[1], '.3f')}] | {e['n']} |")
     return lines + [""]
 
 
 def report_tables(m: dict, evals: dict, keep: dict) -> str:
     """Markdown: seeds, claim effects with both intervals, every variant and mode, AUC per seed,
     latency with intervals."""
-    lines = (DESIGN + seeds_section(m["seeds"]) + effects_section(m) + validation_section(m["validation"])
+    lines = (DESIGN + seeds_section(m["seeds"], m["aa_seeds"]) + effects_section(m) + regime_section(m)
+             + validation_section(m["validation"])
              + variants_section(m, keep) + per_seed_section(evals, m["seeds"]) + latency_section(m["latency"]))
     return "\n".join(lines) + "\n"
 

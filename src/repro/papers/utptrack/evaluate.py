@@ -1,7 +1,8 @@
 """Stage 4: track every test sequence from its first box to its end, for one (variant, seed): the
 variant's tracker fine-tuned with that seed, and the same pruning applied training-free to the
-un-pruned baseline fine-tuned with the same seed. Scores are kept per sequence (the items that the
-analysis pairs across variants), and the tokens each block processed are counted in the forward.
+un-pruned baseline fine-tuned with the same seed (for the variants `training_free` lists). Scores are
+kept per sequence (the items that the analysis pairs across variants), and the tokens each block
+processed are counted in the forward. A tracker that never moves is scored too (the regimes' floor).
 
 One-pass evaluation: the static template is cut from frame 0 and the dynamic template starts as a
 copy of it; every `update_interval` frames, when the peak of the Hann-windowed response exceeds
@@ -81,15 +82,22 @@ def evaluate(model, videos: Videos, crops: dict, ev: dict) -> tuple[dict, list]:
     scores = dataset_scores(preds, videos.boxes, ev["precision_px"])
     nx, nz = model.gx**2, model.gz**2
     return {**scores, "template_updates": updates, "tokens_pruned": tokens_pruned(trace), "token_trace": trace,
+            "tokens_in": {"search": nx, "template": nz},
             "macs": macs(trace, model.vit.config, nx, nz, model.head_channels)}, preds
+
+
+def trivial(videos: Videos, precision_px: float) -> dict:
+    """Scores of a tracker that never moves: frame 0's box on every frame (the regime's floor)."""
+    preds = [np.repeat(b[:1], len(b), 0) for b in videos.boxes]
+    return dataset_scores(preds, videos.boxes, precision_px)
 
 
 def run(ctx: StageContext) -> dict:
     p, name, seed = ctx.params, ctx.wildcards["variant"], int(ctx.wildcards["seed"])
     videos = load_split(ctx.inputs["data"], "test")
-    out, boxes = {"variant": name, "seed": seed}, {}
+    out, boxes = {"variant": name, "seed": seed, "trivial": trivial(videos, p["evaluate"]["precision_px"])}, {}
     modes = {"finetuned": ctx.inputs["model"]}
-    if name != "baseline":
+    if name in p["evaluate"]["training_free"]:  # the same pruning on the seed's un-pruned baseline
         modes["training_free"] = ctx.inputs["baseline"]
     for mode, folder in modes.items():
         model = load_tracker(folder / "model")
