@@ -12,7 +12,8 @@ from repro.core.config import REPO_ROOT
 
 def dry_run(*args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", *args], cwd=REPO_ROOT, env=env,
+    # --forceall: plan every job whatever results this checkout already holds
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--forceall", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
