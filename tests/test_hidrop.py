@@ -168,7 +168,7 @@ def test_published_schedules_count_as_the_paper_says():
     assert method.pdrop_layers(32, 8, 4) == [8, 16, 24]
     mini = rc.load_paper("hidrop")["mini"]["arms"]
     assert sum(method.arm_schedule(mini, "hidrop", 12, 64).counts(64)) == 84  # 89.1% compression
-    assert sum(method.arm_schedule(mini, "linear", 12, 64).counts(64)) == 84
+    assert sum(method.arm_schedule(ABLATIONS_12, "linear", 12, 64).counts(64)) == 84
 
 
 def test_pdrop_budget_matching_and_contiguous_positions(model):
@@ -207,6 +207,14 @@ def test_bad_schedules_and_params_are_refused():
 SEEDS, AA_SEEDS, ITEMS = [0, 1, 2], [100, 101, 102], 400
 ROLES = {"vanilla": "vanilla", "blind": "blind", "hidrop": "hidrop", "pdrop": "pdrop"}
 MINI = rc.load_paper("hidrop")["mini"]
+# the 12-layer ablations as params/hidrop.yaml's mini comment gives them (they run at the paper profile
+# only since the budget trim)
+ABLATIONS_12 = {
+    "pdrop_persistent": {"kind": "pdrop", "first": 1, "stages": 4, "match": "hidrop", "persistent": True},
+    "no_late": {"kind": "hidrop", "entry": 0, "drops": [[1, 8], [3, 2], [4, 1], [5, 1]], "exit": 6},
+    "no_exit": {"kind": "hidrop", "entry": 3, "drops": [[4, 8], [6, 2], [7, 1], [8, 1]]},
+    "linear": {"kind": "hidrop", "entry": 3, "drops": [[4, 6], [6, 4], [7, 3], [8, 1]], "exit": 9},
+    "hidrop": MINI["arms"]["hidrop"]}
 
 
 def evals_for(acc: dict, avg: dict | None = None, seed: int = 0, shared: tuple = ("vanilla",), seeds=SEEDS,
@@ -347,7 +355,7 @@ def test_pdrops_implicit_exit_and_the_every_stage_point_are_reported():
 
 def test_ablations_are_at_hidrops_budget_or_labelled_unmatched():
     # issue 32: no_late spent 23 tokens per layer against HiDrop's 7
-    arms = MINI["arms"]
+    arms = ABLATIONS_12
     total = {a: sum(method.arm_schedule(arms, a, 12, 64).counts(64)) for a in ("hidrop", "no_late", "no_exit", "linear")}
     assert total["no_late"] == total["linear"] == total["hidrop"] == 84
     assert method.arm_schedule(arms, "no_late", 12, 64).entry == 0 and effects.matched(total["no_exit"], 84)
