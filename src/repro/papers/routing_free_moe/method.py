@@ -49,7 +49,10 @@ class RoutingFreeMoE(nn.Module):
 
     def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gate activations A_e x [..., E, r] and scores s_e(x) [..., E]."""
-        h = torch.einsum("...d,erd->...er", x, self.gate_a)
+        experts, rank, hidden = self.gate_a.shape
+        # One matmul over all experts' stacked gates: the same sums as the per-expert einsum, whose
+        # permutes cost more than the product at this size.
+        h = F.linear(x, self.gate_a.reshape(experts * rank, hidden)).unflatten(-1, (experts, rank))
         return h, self.scale * h.norm(dim=-1) - self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,9 +61,11 @@ class RoutingFreeMoE(nn.Module):
         # Inactive experts get weight 0 (and no gradient from the LM loss). Every expert is computed
         # and masked: the same numbers as gathering the active tokens, and faster at this size on CPU.
         weight = torch.where(s >= self.threshold, s, torch.zeros_like(s))
+        experts, size, hidden = self.up.shape
         inner = F.silu(torch.einsum("...er,eir->...ei", h, self.gate_b))
-        inner = inner * torch.einsum("...d,eid->...ei", x, self.up) * weight.unsqueeze(-1)
-        return torch.einsum("...ei,edi->...d", inner, self.down)
+        up = F.linear(x, self.up.reshape(experts * size, hidden)).unflatten(-1, (experts, size))
+        inner = inner * up * weight.unsqueeze(-1)
+        return F.linear(inner.flatten(-2), self.down.transpose(0, 1).reshape(hidden, experts * size))
 
 
 def balancing_losses(scores: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
