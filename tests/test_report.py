@@ -338,6 +338,8 @@ def test_paper_report_and_index(tmp_path, monkeypatch):
     assert "**inconclusive**" in md and "**not reproduced**" in md and "**reproduced**" in md
     assert "![fig](fig.png)" in md and "![forest](forest.png)" in md and (out / "forest.png").stat().st_size > 1000
     assert "95% CI [0.87, 0.93]" in md and "Chain wall-clock" in md and "2 s (budget 900 s: within)" in md
+    # compute: wall x threads + start-up = 1.5 + 1.2 core-seconds, the floor on 2 cores half of it
+    assert "Compute: 1 job, 3 core-seconds" in md and "less than 1 s" in md
     assert "<table>" in (out / "report.html").read_text()
     verdicts = json.loads((out / "verdicts.json").read_text())["claims"]
     assert [v["verdict"] for v in verdicts] == ["inconclusive", "not reproduced", "reproduced"]
@@ -347,6 +349,11 @@ def test_paper_report_and_index(tmp_path, monkeypatch):
     render.index("mini", [out], tmp_path / "reports")
     index = (tmp_path / "reports" / "index.md").read_text()
     assert "| [pruninginfersim](pruninginfersim/report.md) | 1 | 1 | 1 | 0 |" in index
+    assert json.loads((out / "verdicts.json").read_text())["compute"] == {"jobs": 1, "core_s": 2.7, "startup_s": 1.2,
+                                                                         "span_s": 1.5}
+    assert "1 jobs, 3 core-seconds (1 of them process start-up)" in index and "min: within)" in index
+    over = render.compute_line([{"jobs": 400, "core_s": 15100.0, "startup_s": 870.0, "span_s": 7900.0}], "mini")
+    assert "at least 126 min on 2 cores" in over and "(budget for all papers 120 min: OVER)" in over
     assert (tmp_path / "reports" / "forest.png").stat().st_size > 1000
     (summary / "fig.png").write_bytes(b"\x89PN")  # a damaged input: the report names it
     with pytest.raises(integrity.IntegrityError, match="fig.png: sha256"):

@@ -16,9 +16,11 @@ from repro.core.config import declared_metrics, load_paper
 from repro.core.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
 from repro.report.verdicts import VERDICTS, check_declared, evaluate_claims, fmt_effect
 
-# design.md's wall-clock budgets for one paper's whole chain on 2 cores ("Profiles")
+# design.md's wall-clock budgets on its 2-core machine ("Profiles"): one paper's whole chain, all papers
+CORES = 2
 BUDGET_S = {"smoke": 60, "mini": 900}
 PAPER_BUDGET_S = {("minireranker", "mini"): 1200}
+ALL_BUDGET_S = {"mini": 7200}
 SMOKE_BANNER = ("> **Profile `smoke`**: every stage runs for seconds on toy sizes to test the workflow. "
                 "The numbers below are not meaningful and the verdicts say nothing about the paper.\n")
 HOW_TO_READ = (
@@ -100,25 +102,35 @@ def controls_section(controls: dict) -> list[str]:
                     "leaves 1 by.", ""]
 
 
-def jobs_section(stages: list[Path], root: Path, paper: str, profile: str) -> list[str]:
+def jobs_section(stages: list[Path], root: Path, paper: str, profile: str) -> tuple[list[str], dict]:
+    """The jobs table, the chain's span against its budget, and its compute: core-seconds (wall x the
+    threads Snakemake reserved, plus each process's single-threaded start-up), the floor no schedule on
+    the design's cores can beat. Returns the lines and that compute, which the index sums."""
     lines = ["## Jobs and budget", "", "| job | wall (s) | start-up (s) | threads | params hash |",
              "|---|---|---|---|---|"]
-    starts, ends = [], []
+    starts, ends, core_s, startup_s = [], [], 0.0, 0.0
     for stage in stages:
         p = read_json(stage / "metrics.json")["provenance"]
         end = dt.datetime.fromisoformat(p["finished_at"])
         starts.append(end - dt.timedelta(seconds=p["wall_s"]))
         ends.append(end)
         startup = p.get("startup_s")
+        core_s += p["wall_s"] * p["threads"] + (startup or 0.0)
+        startup_s += startup or 0.0
         lines.append(f"| {stage.relative_to(root)} | {p['wall_s']:.1f} | "
                      f"{'n/a' if startup is None else f'{startup:.1f}'} | {p['threads']} | {p['params_hash']} |")
     span = (max(ends) - min(starts)).total_seconds()
     budget = PAPER_BUDGET_S.get((paper, profile), BUDGET_S.get(profile))
     verdict = "" if budget is None else f" (budget {budget} s: {'within' if span <= budget else 'OVER'})"
+    compute = {"jobs": len(stages), "core_s": round(core_s, 1), "startup_s": round(startup_s, 1),
+               "span_s": round(span, 1)}
     return lines + ["", f"Chain wall-clock, first job start to last job end of the latest runs (job start-up "
                     f"and Snakemake scheduling excluded): {span:.0f} s{verdict}. The budget is for this "
                     "paper's chain run alone on 2 cores; when the whole DAG runs, other papers' jobs share "
-                    "the cores and stretch this span.", ""]
+                    "the cores and stretch this span.", "",
+                    f"Compute: {len(stages)} job{'s' * (len(stages) != 1)}, {core_s:.0f} core-seconds (wall x threads, plus "
+                    f"{startup_s:.0f} s of process start-up), so on {CORES} cores no schedule runs them in less "
+                    f"than {core_s / CORES:.0f} s; the index sums this over the papers.", ""], compute
 
 
 def replication_banner(seed_offset: int) -> list[str]:
@@ -160,12 +172,14 @@ def paper_report(paper: str, profile: str, summary: Path, stages: list[Path], ou
         for fig in figures:
             shutil.copy(fig, scratch / fig.name)
             lines += [f"![{fig.stem}]({fig.name})", ""]
-        lines += jobs_section(stages, summary.parent, paper, profile)
+        jobs, compute = jobs_section(stages, summary.parent, paper, profile)
+        lines += jobs
         text = "\n".join(lines)
         atomic_write_text(scratch / "report.md", text)
         atomic_write_text(scratch / "report.html", to_html(text, f"{paper} ({profile})"))
         atomic_write_json(scratch / "verdicts.json", {"paper": paper, "profile": profile, "claims": verdicts,
-                                                      "controls": metrics_file["metrics"].get("controls", {})})
+                                                      "controls": metrics_file["metrics"].get("controls", {}),
+                                                      "compute": compute})
     if parent_hash:
         track_report(paper, profile, parent_hash, verdicts, out)
 
@@ -197,10 +211,11 @@ def index(profile: str, reports: list[Path], out: Path, seed_offset: int = 0) ->
     lines += replication_banner(seed_offset)
     lines += [HOW_TO_READ, "", "| paper | " + " | ".join(VERDICTS) + " | regime not reached | controls failed | claims |",
               "|---|" + "---|" * (len(VERDICTS) + 3)]
-    by_paper = {}
+    by_paper, computes = {}, []
     for rep in reports:
         v = read_json(rep / "verdicts.json")
         by_paper[v["paper"]] = v["claims"]
+        computes.append(v["compute"])
         counts = [sum(c["verdict"] == verdict for c in v["claims"]) for verdict in VERDICTS]
         regime = sum(c["regime"] == "not reached" for c in v["claims"])
         failed = sum(not c["passed"] for c in v.get("controls", {}).values())
@@ -211,12 +226,25 @@ def index(profile: str, reports: list[Path], out: Path, seed_offset: int = 0) ->
     totals = [sum(c["verdict"] == verdict for claims in by_paper.values() for c in claims) for verdict in VERDICTS]
     lines.append("| **all** | " + " | ".join(map(str, totals)) + " | "
                  f"{sum(c['regime'] == 'not reached' for claims in by_paper.values() for c in claims)} | | |")
-    lines += ["", "![every check of every paper](forest.png)", ""]
+    lines += ["", compute_line(computes, profile), "", "![every check of every paper](forest.png)", ""]
     text = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     forest(forest_rows(by_paper), out / "forest.png", f"all papers ({profile})")
     atomic_write_text(out / "index.md", text)
     atomic_write_text(out / "index.html", to_html(text.replace(".md)", ".html)"), f"index ({profile})"))
+
+
+def compute_line(computes: list[dict], profile: str) -> str:
+    """All papers' compute against the all-papers budget: the papers' chains share the cores when the whole
+    DAG runs, so their core-seconds over the cores bound its wall-clock from below."""
+    core_s = sum(c["core_s"] for c in computes)
+    floor = core_s / CORES
+    budget = ALL_BUDGET_S.get(profile)
+    verdict = "" if budget is None else f" (budget for all papers {budget / 60:.0f} min: {'within' if floor <= budget else 'OVER'})"
+    return (f"Compute of the latest runs: {sum(c['jobs'] for c in computes)} jobs, {core_s:.0f} core-seconds "
+            f"({sum(c['startup_s'] for c in computes):.0f} of them process start-up): the whole DAG takes at "
+            f"least {floor / 60:.0f} min on {CORES} cores however it is scheduled{verdict}. The papers' chains, "
+            f"each run alone, span {sum(c['span_s'] for c in computes) / 60:.0f} min together.")
 
 
 def main(argv: list[str] | None = None) -> None:
