@@ -4,6 +4,7 @@ import json
 
 import pytest
 import yaml
+from scipy import stats
 
 from repro.core import config as rc
 from repro.report import compare
@@ -74,6 +75,33 @@ def test_compare_counts_agreement_and_lists_differences(tmp_path, capsys):
     assert (tmp_path / "agreement.md").read_text().strip().endswith("verdict agreement: 1 of 2 claims")
     with pytest.raises(SystemExit, match="no such report tree"):
         compare.main([str(a), str(tmp_path / "missing")])
+
+
+def test_compare_flags_estimates_further_apart_than_their_intervals_allow():
+    t4 = {"unit": "seeds", "n": 5, "df": 4.0}
+    a = {"value": 0.10, "ci": [0.08, 0.12], "se": 0.0072, **t4}
+    near = {**a, "value": 0.11, "ci": [0.09, 0.13]}
+    far = {**a, "value": 0.16, "ci": [0.14, 0.18]}
+    # Welch-Satterthwaite with equal se and df 4 each: df 8, t = 0.06 / (0.0072 * sqrt 2) = 5.89
+    assert compare.apart(a, far) == pytest.approx(2 * stats.t.sf(0.06 / (0.0072 * 2 ** 0.5), 8))
+    assert compare.apart(a, near) > 0.05 and compare.apart(a, far) < 0.001
+    # no se or df (a bootstrap over items): the 95% interval's half-width / 1.96 and the normal
+    boot = {"value": 0.1, "ci": [0.0, 0.2], "n": 500, "unit": "items"}
+    assert compare.apart(boot, {**boot, "value": 0.3}) == pytest.approx(2 * stats.norm.sf(0.2 / (0.2 / 1.96 / 2 * 2 ** 0.5)), rel=1e-3)
+    assert compare.apart({"value": 0.3, "ci": [None, None], "n": 0, "unit": "by design"}, a) is None
+
+
+def test_compare_counts_effects_apart(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    tree(a, "p1", {"C1": "reproduced", "C2": "reproduced"})
+    tree(b, "p1", {"C1": "reproduced", "C2": "reproduced"})
+    moved = json.loads((b / "p1" / "verdicts.json").read_text())
+    moved["claims"][1]["checks"][0]["effect"].update(value=0.9, ci=[0.8, 1.0])  # C2's replication lies far off
+    (b / "p1" / "verdicts.json").write_text(json.dumps(moved))
+    compare.main([str(a), str(b)])
+    out = capsys.readouterr().out
+    assert "further apart than their intervals allow" in out and ": 1 of 2: p1 C2" in out
+    assert out.strip().splitlines()[-1] == "verdict agreement: 2 of 2 claims"
 
 
 def test_params_refer_only_to_declared_regime_metrics_and_controls():

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from scipy import stats
 
 from conftest import run_stage
 
@@ -304,18 +305,19 @@ def test_r3_null_mu_changes_nothing():
 
 
 def test_r4_null_flat_curve_is_not_reproduced():
-    assert verdicts(sweep_curve=lambda t: 0.0)["R4"] == NOT_REPRODUCED
+    # inconclusive at 5 seeds: the seed spread the rise must exceed is itself estimated from 5 seeds
+    assert verdicts(sweep_curve=lambda t: 0.0)["R4"] in NOT_DECIDED_FOR
 
 
 def test_r4_rise_within_seed_spread_is_not_reproduced():
     spread = np.std(JITTER, ddof=1)  # 0.024: the seeds' spread of the loss at the trained theta
-    assert verdicts(sweep_curve=lambda f: 0.02 * abs(math.log2(f)))["R4"] == NOT_REPRODUCED  # 0.02 < spread
+    assert verdicts(sweep_curve=lambda f: 0.02 * abs(math.log2(f)))["R4"] in NOT_DECIDED_FOR  # 0.02 < spread
     assert decided(sweep_curve=v_shape)["r4"]["rise_below_beyond_spread"]["value"] == pytest.approx(0.15 - spread)
 
 
 def test_r4_one_sided_rise_is_not_reproduced():
     # fewer experts hurt, more experts do not: the loss must rise on both sides
-    assert verdicts(sweep_curve=lambda f: v_shape(f) if f < 1 else 0.0)["R4"] == NOT_REPRODUCED
+    assert verdicts(sweep_curve=lambda f: v_shape(f) if f < 1 else 0.0)["R4"] in NOT_DECIDED_FOR
 
 
 def test_r4_dip_is_not_monotone_and_a_jump_is_not_smooth():
@@ -354,8 +356,14 @@ def test_r4_rises_are_student_t_over_seeds():
     rise = r4["rise_below"]  # every seed rises 0.15 exactly: a paired, zero-width Student-t interval
     assert (rise["method"], rise["unit"], rise["n"]) == ("Student-t", "seeds", 5)
     assert rise["ci"] == pytest.approx([0.15, 0.15])
-    beyond = r4["rise_below_beyond_spread"]  # shift moves every interval, the Holm levels included
-    assert beyond["ci_levels"][3] == pytest.approx([x - beyond["seed_spread"] for x in rise["ci_levels"][3]])
+    # rise minus the seed spread is one statistic of the seeds: its interval carries the spread's
+    # uncertainty (a jackknife-t by hand), not the rise's zero width shifted by a spread taken as known
+    beyond = r4["rise_below_beyond_spread"]
+    loo = np.array([0.15 - np.std(np.delete(JITTER, i), ddof=1) for i in range(5)])
+    se = math.sqrt(4 / 5 * ((loo - loo.mean()) ** 2).sum())
+    half = stats.t.ppf(0.975, 4) * se
+    assert (beyond["method"], beyond["n"]) == ("jackknife-t", 5) and half > 0.01
+    assert beyond["ci"] == pytest.approx([0.15 - np.std(JITTER, ddof=1) - half, 0.15 - np.std(JITTER, ddof=1) + half])
 
 
 def test_unigram_entropy_of_a_split(tmp_path):
