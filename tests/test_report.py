@@ -144,11 +144,6 @@ def test_min_over_points_is_an_intersection_union_test():
     assert iv.min_over(below)["ci"][1] > iv.mean_ci(d)["ci"][1]
 
 
-def test_shift_moves_every_interval():
-    e = iv.shift(iv.mean_ci([1.0, 2.0, 3.0]), 1.0)
-    assert e["value"] == 1.0 and e["ci_levels"][2][0] == pytest.approx(iv.mean_ci([1.0, 2.0, 3.0])["ci_levels"][2][0] - 1)
-
-
 def test_probability_of_improvement():
     assert iv.prob_improvement([2, 3], [1, 1]) == 1.0
     assert iv.prob_improvement([1, 2], [2, 1]) == 0.5

@@ -412,15 +412,6 @@ def against_aa(e: dict, aa: dict) -> dict:
     return {**out, "ci": [lo / f, hi * f], "aa_factor": f, "ci_levels": levels or None}
 
 
-def shift(e: dict, by: float, **extra) -> dict:
-    """The same effect minus a fixed offset (e.g. a rise beyond a given spread): every interval moves."""
-    sub = lambda x: None if x is None else x - by  # noqa: E731
-    moved = {k: [sub(x) for x in e[k]] for k in ("ci", "ci_items") if k in e}
-    if e.get("ci_levels"):
-        moved["ci_levels"] = [[sub(x) for x in ci] for ci in e["ci_levels"]]
-    return {**e, "value": sub(e["value"]), **moved, **extra}
-
-
 def min_over(samples: dict[str, Sequence[float]], unit: str = "seeds") -> dict:
     """The smallest of several means over seeds (each point of a curve, each candidate) for a check
     that every one of them satisfies `>= t`. Lower end: the smallest 95% lower end (every point
