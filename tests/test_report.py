@@ -347,6 +347,7 @@ def test_paper_report_and_index(tmp_path, monkeypatch):
     assert json.loads((out / "verdicts.json").read_text())["compute"] == {"jobs": 1, "core_s": 2.7, "startup_s": 1.2,
                                                                          "span_s": 1.5}
     assert "1 jobs, 3 core-seconds (1 of them process start-up)" in index and "min: within)" in index
+    assert "| [pruninginfersim](pruninginfersim/report.md) | 1 | 1 | 1 | 0 | 0 | - | 0 of 3 |" in index
     over = render.compute_line([{"jobs": 400, "core_s": 15100.0, "startup_s": 870.0, "span_s": 7900.0}], "mini")
     assert "at least 126 min on 2 cores" in over and "(budget for all papers 120 min: OVER)" in over
     assert (tmp_path / "reports" / "forest.png").stat().st_size > 1000
@@ -400,7 +401,7 @@ def test_report_shows_regime_controls_and_by_design(tmp_path, monkeypatch):
     assert rows[0]["regime_failed"] and rows[0]["label"].endswith("[regime not reached]") and not rows[1]["regime_failed"]
     render.index("mini", [out], tmp_path / "reports", seed_offset=1000)
     index = (tmp_path / "reports" / "index.md").read_text()
-    assert "| [toy](toy/report.md) | 1 | 0 | 2 | 0 | 1 | 1 of 2 |" in index and "**Replication**" in index
+    assert "| [toy](toy/report.md) | 1 | 0 | 2 | 0 | 1 | 1 of 1 | 0 of 1 |" in index and "**Replication**" in index
 
 
 def test_seeds_items_table_cells():
