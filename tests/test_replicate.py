@@ -79,11 +79,15 @@ def test_compare_counts_agreement_and_lists_differences(tmp_path, capsys):
 
 def test_compare_flags_estimates_further_apart_than_their_intervals_allow():
     t4 = {"unit": "seeds", "n": 5, "df": 4.0}
-    a = {"value": 0.10, "ci": [0.08, 0.12], "se": 0.0072, **t4}
+    a = {"value": 0.10, "ci": [0.08, 0.12], **t4}
     near = {**a, "value": 0.11, "ci": [0.09, 0.13]}
     far = {**a, "value": 0.16, "ci": [0.14, 0.18]}
-    # Welch-Satterthwaite with equal se and df 4 each: df 8, t = 0.06 / (0.0072 * sqrt 2) = 5.89
-    assert compare.apart(a, far) == pytest.approx(2 * stats.t.sf(0.06 / (0.0072 * 2 ** 0.5), 8))
+    # se from the half-width: 0.02 / t_{0.975, 4} = 0.0072; Welch-Satterthwaite with equal se and df 4
+    # each: df 8, t = 0.06 / (0.0072 * sqrt 2) = 5.89
+    se = 0.02 / stats.t.ppf(0.975, 4)
+    assert compare.apart(a, far) == pytest.approx(2 * stats.t.sf(0.06 / (se * 2 ** 0.5), 8))
+    # an interval widened by its A/A control counts at its reported width
+    assert compare.apart(a, {**far, "ci": [0.10, 0.22]}) > compare.apart(a, far)
     assert compare.apart(a, near) > 0.05 and compare.apart(a, far) < 0.001
     # no se or df (a bootstrap over items): the 95% interval's half-width / 1.96 and the normal
     boot = {"value": 0.1, "ci": [0.0, 0.2], "n": 500, "unit": "items"}

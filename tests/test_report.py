@@ -344,11 +344,10 @@ def test_paper_report_and_index(tmp_path, monkeypatch):
     render.index("mini", [out], tmp_path / "reports")
     index = (tmp_path / "reports" / "index.md").read_text()
     assert "| [pruninginfersim](pruninginfersim/report.md) | 1 | 1 | 1 | 0 |" in index
-    assert json.loads((out / "verdicts.json").read_text())["compute"] == {"jobs": 1, "core_s": 2.7, "startup_s": 1.2,
-                                                                         "span_s": 1.5}
+    assert json.loads((out / "verdicts.json").read_text())["compute"] == {"jobs": 1, "core_s": 2.7, "startup_s": 1.2}
     assert "1 jobs, 3 core-seconds (1 of them process start-up)" in index and "min: within)" in index
     assert "| [pruninginfersim](pruninginfersim/report.md) | 1 | 1 | 1 | 0 | 0 | - | 0 of 3 |" in index
-    over = render.compute_line([{"jobs": 400, "core_s": 15100.0, "startup_s": 870.0, "span_s": 7900.0}], "mini")
+    over = render.compute_line([{"jobs": 400, "core_s": 15100.0, "startup_s": 870.0}], "mini")
     assert "at least 126 min on 2 cores" in over and "(budget for all papers 120 min: OVER)" in over
     assert (tmp_path / "reports" / "forest.png").stat().st_size > 1000
     (summary / "fig.png").write_bytes(b"\x89PN")  # a damaged input: the report names it

@@ -37,12 +37,14 @@ def _effects(claim: dict) -> str:
 
 def apart(ea: dict, eb: dict) -> float | None:
     """Two-sided p-value that two independent runs' estimates measure one effect: their difference over
-    the combined standard error (each effect's own, else its 95% interval's half-width / 1.96), against
-    Student-t with Welch-Satterthwaite df where both carry df, else the normal. None where either
-    effect has no sampling interval (by design, exact, a single sample)."""
+    the combined standard error, each read back from the 95% interval the report shows (half-width over
+    t_{0.975, df}, or the normal's 1.96 without df: an interval widened by its A/A counts widened),
+    against Student-t with Welch-Satterthwaite df where both carry df, else the normal. None where
+    either effect has no sampling interval (by design, exact, a single sample)."""
     if ea["unit"] in UNSAMPLED or eb["unit"] in UNSAMPLED or None in (*ea["ci"], *eb["ci"]):
         return None
-    se = [e.get("se") or (e["ci"][1] - e["ci"][0]) / (2 * stats.norm.ppf(0.975)) for e in (ea, eb)]
+    se = [(e["ci"][1] - e["ci"][0]) / 2 / (stats.t.ppf(0.975, e["df"]) if e.get("df") else stats.norm.ppf(0.975))
+          for e in (ea, eb)]
     if not all(s > 0 for s in se):
         return None
     z = abs(ea["value"] - eb["value"]) / (se[0] ** 2 + se[1] ** 2) ** 0.5

@@ -122,8 +122,7 @@ def jobs_section(stages: list[Path], root: Path, paper: str, profile: str) -> tu
     span = (max(ends) - min(starts)).total_seconds()
     budget = PAPER_BUDGET_S.get((paper, profile), BUDGET_S.get(profile))
     verdict = "" if budget is None else f" (budget {budget} s: {'within' if span <= budget else 'OVER'})"
-    compute = {"jobs": len(stages), "core_s": round(core_s, 1), "startup_s": round(startup_s, 1),
-               "span_s": round(span, 1)}
+    compute = {"jobs": len(stages), "core_s": round(core_s, 1), "startup_s": round(startup_s, 1)}
     return lines + ["", f"Chain wall-clock, first job start to last job end of the latest runs (job start-up "
                     f"and Snakemake scheduling excluded): {span:.0f} s{verdict}. The budget is for this "
                     "paper's chain run alone on 2 cores; when the whole DAG runs, other papers' jobs share "

@@ -50,8 +50,7 @@ class RoutingFreeMoE(nn.Module):
     def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gate activations A_e x [..., E, r] and scores s_e(x) [..., E]."""
         experts, rank, hidden = self.gate_a.shape
-        # One matmul over all experts' stacked gates: the same sums as the per-expert einsum, whose
-        # permutes cost more than the product at this size.
+        # one matmul over all experts' stacked gates (the same sums as a per-expert product)
         h = F.linear(x, self.gate_a.reshape(experts * rank, hidden)).unflatten(-1, (experts, rank))
         return h, self.scale * h.norm(dim=-1) - self.bias
 
