@@ -79,6 +79,9 @@ def test_reports_and_metrics(smoke_repo):
     metrics = sorted((smoke_repo / "results/smoke/pruninginfersim").rglob("metrics.json"))
     assert len(metrics) == 18  # data, train, 7 prune (6 families, dynamic depth on 2 router seeds), 7 evaluate, latency, analysis
     assert not list((smoke_repo / "results").rglob("*.partial"))
+    # jobs ran in forks of the warm server; none had to fall back to cold
+    assert "Traceback" not in (smoke_repo / "logs/smoke/warm.log").read_text()
+    assert not [p for p in (smoke_repo / "logs/smoke").rglob("*.log") if "running cold" in p.read_text()]
 
 
 def test_mlflow_parent_and_child_runs(smoke_repo):

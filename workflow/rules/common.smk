@@ -4,11 +4,13 @@ import itertools
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from repro.core import config as rc  # noqa: E402  (light: no torch)
 from repro.core import tracking  # noqa: E402  (light: MLflow is imported by the flusher process only)
+from repro.core import warm  # noqa: E402  (light: the server process imports torch)
 from repro.core.deps import module_sources  # noqa: E402
 
 try:  # every params file is checked before any job starts; the message names file and key
@@ -35,8 +37,12 @@ CONDA_ENV = "../envs/repro.yml"
 # Jobs import the package from this checkout's src/ (not whichever copy pip installed), run the
 # interpreter that runs Snakemake, never reach for the hub, and hash str the same way in every run
 # (set iteration order; Python reads PYTHONHASHSEED only at start-up, so it is set here).
-PYTHON = (f"PYTHONPATH={Path(workflow.basedir) / 'src'} PYTHONHASHSEED={SEED} HF_HUB_OFFLINE=1 "
-          f"HF_DATASETS_OFFLINE=1 {sys.executable}")
+JOB_ENV = {"PYTHONPATH": str(Path(workflow.basedir) / "src"), "PYTHONHASHSEED": str(SEED), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1"}
+PYTHON = " ".join([*(f"{k}={v}" for k, v in JOB_ENV.items()), sys.executable])
+# each job runs in a fork of one process that imported torch and transformers once (repro.core.warm;
+# a job saves 2-6 s of start-up); without it, e.g. on a cluster node, the job runs cold, the same code
+WARM_SOCKET = Path(tempfile.gettempdir()) / f"repro-warm-{os.getpid()}.sock"
 
 
 def results(paper, *parts):
@@ -123,7 +129,7 @@ def stage(paper, name, *, reads, input=None, each=None, narrow=None, threads=1, 
             mem_mb=mem_mb,
             gpu=int(gpu),
         shell:
-            f"{PYTHON} -m repro.papers.{paper}.{name} --paper {paper} --stage {name} --profile {PROFILE} "
+            f"{PYTHON} -m repro.core.warm repro.papers.{paper}.{name} --paper {paper} --stage {name} --profile {PROFILE} "
             f"--seed-offset {SEED_OFFSET} "
             f"--sections {','.join(reads)} --params-sha {rc.params_hash(section(paper, reads))} "
             f"--seed {SEED} --threads {{threads}} --out {{output}} "
@@ -147,11 +153,14 @@ def flush_tracking():
 
 onstart:
     start_tracking()
+    warm.start(WARM_SOCKET, JOB_ENV, log=Path("logs", RUN, "warm.log"))
 
 
 onsuccess:
+    warm.stop(WARM_SOCKET)
     flush_tracking()
 
 
 onerror:
+    warm.stop(WARM_SOCKET)
     flush_tracking()

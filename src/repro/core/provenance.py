@@ -49,9 +49,15 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
+PROCESS_START = "REPRO_PROCESS_START"  # set by repro.core.warm in a forked job: its client's start (epoch s)
+
+
 def process_age() -> float | None:
     """Seconds since this process started (Linux /proc; None elsewhere): read just before a job's
-    run(), it is the job's start-up (interpreter, imports, params, seeding)."""
+    run(), it is the job's start-up (interpreter, imports, params, seeding). A job forked from the
+    warm server (repro.core.warm) counts from its own client process's start."""
+    if PROCESS_START in os.environ:
+        return time.time() - float(os.environ[PROCESS_START])
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
