@@ -151,7 +151,19 @@ def flush_tracking():
         print(tracking.stop())
 
 
+def no_local_rate_limit():
+    """Snakemake's default job rate limit (--max-jobs-per-timespan 100/1s) re-arms a 1-s wake-up timer
+    on every scheduling pass, and each pass a finished job triggers starts one more perpetual chain of
+    them, so scheduling passes grow with the square of the jobs run (snakemake 9.27 job_scheduler.py;
+    upstream PR #3744): by the middle of the 455-job mini DAG Snakemake itself took ~25% of a core.
+    Two local cores need no rate limit; cluster executors keep theirs. (The setting cannot be unset
+    from the command line, and the scheduler exists only from onstart on.)"""
+    if workflow.local_exec:
+        workflow.scheduler.job_rate_limiter = None
+
+
 onstart:
+    no_local_rate_limit()
     start_tracking()
     warm.start(WARM_SOCKET, JOB_ENV, log=Path("logs", RUN, "warm.log"))
 
