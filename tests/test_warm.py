@@ -17,6 +17,7 @@ JOB = '''
 import os, sys, time
 print("pid", os.getpid(), "ppid", os.getppid(), "cwd", os.getcwd(), "tag", os.environ.get("TAG"), flush=True)
 print("stdin", sys.stdin.read().strip(), flush=True)
+print("project modules", sorted(m for m in sys.modules if m.split(".")[0] == "repro"), flush=True)
 if "--sleep" in sys.argv:
     open(sys.argv[-1], "w").write(str(os.getpid()))
     time.sleep(60)
@@ -82,6 +83,7 @@ def test_forked_job_gets_the_clients_stdio_cwd_env_and_returns_its_status(server
     pid, ppid = _pid(proc.stdout)
     assert ppid == _server_pid(sock)  # ran in a fork of the server, not in the client
     assert f"cwd {tmp}" in proc.stdout and "tag t1" in proc.stdout and "stdin hello" in proc.stdout
+    assert "project modules []" in proc.stdout  # the job reads the project's code afresh
     assert _client(tmp, sock, "0").returncode == 0
 
 

@@ -2,8 +2,8 @@
 every job runs in a fork of it instead of importing them again.
 
 A job spends ~1.7 s starting Python and importing torch, and up to ~3.4 s more importing transformers'
-model code, datasets or accelerate; over the ~440 jobs of the ten papers that is a sixth of all CPU
-time. Snakemake's `onstart` calls `start()`: it spawns `python -m repro.core.warm serve`, which
+model code, datasets or accelerate; over the ~440 mini jobs of the ten papers that is about a tenth
+of all CPU time. Snakemake's `onstart` calls `start()`: it spawns `python -m repro.core.warm --serve`, which
 imports PRELOAD (no torch operation runs, so no thread pool exists to break in a fork) and listens
 on a Unix socket named in REPRO_WARM, an environment variable the jobs inherit. A job's command is
 `python -m repro.core.warm <module> <args>`: this client, which imports nothing heavy, hands its
@@ -12,8 +12,9 @@ the module as `python -m` would and sends back its exit status.
 
 Anything else runs the job cold in this process (`runpy`, as `python -m <module>`): no REPRO_WARM
 (a job run by hand, a cluster node), no server listening, or an environment that differs from the
-server's in a variable read at start-up (PYTHONHASHSEED, PYTHONPATH, ...). The module code itself
-is imported fresh in every child, so an edit during a run reaches the next job, as before.
+server's in a variable read at start-up (PYTHONHASHSEED, PYTHONPATH, ...), or a preloaded library
+that touched CUDA. The project's code (repro.*) is imported fresh in every child, so an edit during
+a run reaches the next job, as before.
 A killed client closes the socket and its child terminates itself; the server exits when the
 Snakemake process that started it does, or when its socket file is removed (`stop()`).
 """
@@ -37,8 +38,7 @@ from repro.core.provenance import PROCESS_START, process_age
 ENV = "REPRO_WARM"  # the server's socket path, set for the jobs by `start()`
 # imported by most jobs; transformers' model code alone takes ~3.4 s (it pulls in torch._dynamo)
 PRELOAD = ["numpy", "torch", "datasets", "accelerate", "transformers",
-           "transformers.models.llama.modeling_llama", "transformers.models.qwen2.modeling_qwen2",
-           "repro.core.stage"]
+           "transformers.models.llama.modeling_llama", "transformers.models.qwen2.modeling_qwen2"]
 # read by the interpreter or by PRELOAD at import: a job whose values differ runs cold
 # (Snakemake's per-job OMP_NUM_THREADS/MKL_NUM_THREADS are not: the server starts single-threaded and
 # every job sets torch's threads itself, repro.core.seeding)
@@ -164,6 +164,8 @@ def _child(conn: socket.socket, server_env: dict) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, daemon=True).start()
+    for name in [m for m in sys.modules if m == "repro" or m.startswith("repro.")]:
+        del sys.modules[name]  # the project's code (this module's imports too) is read afresh, as cold
     status = 0
     try:
         run_cold(request["argv"])
