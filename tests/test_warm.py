@@ -62,8 +62,14 @@ def _client(tmp, sock, *args, env=None, stdin="hello", **kw):
 
 
 def _server_pid(sock: Path) -> int:
-    out = subprocess.run(["pgrep", "-f", f"repro.core.warm --serve {sock}"], capture_output=True, text=True)
-    return int(out.stdout.split()[0])
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--serve" in argv and str(sock).encode() in argv:
+            return int(proc.name)
+    raise AssertionError(f"no warm server for {sock}")
 
 
 def _gone(pid: int) -> bool:
